@@ -1,0 +1,423 @@
+"""Quality-diversity search over movie reviews with ZYN questions (MAP-Elites, as in QDAIF).
+
+An instruction-tuned LM proposes new reviews from few-shot prompts built of archive elites (the mutation
+operator of QDAIF, Bradley et al. 2023, arXiv 2310.13032); one ZYN question scores quality (P(yes) to "Is
+this movie review positive?", in [0, 1]) and one or two more ZYN questions place each review on the
+descriptor axes. The archive keeps, per descriptor bin, the best review found so far.
+
+Bins: small judges are badly calibrated (their P(yes) piles up in a narrow band), so uniform bins on [0, 1]
+leave most cells empty. As in QDAIF's non-uniform bins, the bin edges of each axis are the quantiles of that
+descriptor over the initial population (`--init-size` reviews written from hand-made seed examples), fixed
+once and saved in state.json; every later review is binned with these frozen edges.
+
+    python qd_zyn.py --preset cpu                              # offline: embedded SmolLM2-135M-Instruct
+    python qd_zyn.py --preset cpu --total-steps 20 --bins 4 --descriptors "Is this review about the plot?"
+    python qd_zyn.py                                            # paper preset: hub models (needs internet)
+    python qd_zyn.py --preset paper --print-config
+
+Outputs in the run directory (`--logging-dir`, default runs/<exp_name>__<preset>__seed<seed>):
+archive.jsonl (one elite per line: bin, text, quality, descriptors, iteration), metrics.jsonl (one line per
+iteration: step, qd/score = sum of elite qualities, qd/coverage = filled bins / all bins, qd/max_quality,
+qd/mean_quality, qd/accepted, time/elapsed), state.json (bin edges, last finished iteration),
+config.json and archive.png/.svg (heat map of elite quality per bin). Running the same command again
+resumes from the archive in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+
+EMBEDDED = "smollm2-135m-instruct"
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (names the run directory)"""
+    preset: Literal["paper", "cpu"] = "paper"
+    """paper: hub models (Flan-T5-large judge, SmolLM2-1.7B-Instruct mutation LM); cpu: the embedded SmolLM2-135M-Instruct for both, offline"""
+    seed: int = 0
+    """random seed"""
+    total_steps: int | None = None
+    """number of search iterations (each proposes --batch-size reviews); preset default if unset"""
+    logging_dir: str | None = None
+    """run directory (default runs/<exp_name>__<preset>__seed<seed>); an existing archive there is resumed"""
+    tracker: Literal["wandb", "tensorboard", "none"] = "none"
+    """optional tracker; metrics.jsonl is always written"""
+    project_name: str = "zyn"
+    """W&B project name"""
+    judge: str | None = None
+    """judge model: hub id, local folder or 'smollm2-135m-instruct' (embedded); preset default if unset"""
+    policy: str | None = None
+    """mutation LM (a causal LM, chat template used when it has one); preset default if unset"""
+    question: str = "Is this movie review positive?"
+    """the ZYN question whose P(yes) is the quality of a review"""
+    descriptors: list[str] = field(
+        default_factory=lambda: ["Is this review about the acting?", "Is this review funny?"]
+    )
+    """one or two ZYN questions whose P(yes) are the descriptor axes"""
+    template: str = "flan_review"
+    """zyn_reward TEMPLATES key used for every question"""
+    bins: int | None = None
+    """bins per descriptor axis (edges at quantiles of the initial population); preset default if unset"""
+    init_size: int | None = None
+    """size of the initial population (also the sample the bin edges are estimated from)"""
+    batch_size: int | None = None
+    """reviews proposed per iteration (one generate call, one judge call)"""
+    num_examples: int = 3
+    """archive elites shown as few-shot examples in each mutation prompt"""
+    max_new_tokens: int | None = None
+    """maximum length of a proposed review in tokens"""
+    temperature: float = 0.9
+    """sampling temperature of the mutation LM"""
+    top_p: float = 0.95
+    """nucleus sampling of the mutation LM"""
+    judge_batch_size: int = 32
+    """judge forward-pass batch size"""
+    plot_interval: int = 10
+    """redraw archive.png every this many iterations (and at the end)"""
+    print_config: bool = False
+    """print the resolved configuration and exit (loads nothing)"""
+
+
+PRESETS = {
+    "paper": dict(judge="google/flan-t5-large", policy="HuggingFaceTB/SmolLM2-1.7B-Instruct", total_steps=500,
+                  bins=10, init_size=64, batch_size=16, max_new_tokens=80),
+    "cpu": dict(judge=EMBEDDED, policy=EMBEDDED, total_steps=60, bins=5, init_size=24, batch_size=8,
+                max_new_tokens=48),
+}
+
+# Hand-written seed reviews: few-shot examples for the initial population only (never archived themselves).
+SEED_REVIEWS = [
+    "A gripping thriller with a clever plot. I was on the edge of my seat until the very last scene.",
+    "The lead actress gives a stunning performance; every glance says more than the dialogue.",
+    "I laughed so hard I cried. The jokes land one after another and the cast clearly had fun.",
+    "Two hours of my life I will never get back. Flat characters and a story that goes nowhere.",
+    "Beautiful photography, but the acting is wooden and the script feels like a first draft.",
+    "A silly, warm comedy about a dog who runs a bakery. Perfect for a rainy Sunday.",
+    "The director keeps the tension high, and the soundtrack is haunting. A small masterpiece.",
+    "The actors seem bored, and so was I. Even the car chases are dull.",
+]
+
+
+def resolve(args: Args) -> Args:
+    """Fill the preset's defaults into every unset field, and the run directory."""
+    values = {k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None}
+    args = dataclasses.replace(args, **values)
+    if args.logging_dir is None:
+        args.logging_dir = os.path.join("runs", f"{args.exp_name}__{args.preset}__seed{args.seed}")
+    if not 1 <= len(args.descriptors) <= 2:
+        raise SystemExit("--descriptors takes one or two questions")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# MAP-Elites pieces: bins from quantiles, bin assignment, the archive update rule
+# ------------------------------------------------------------------------------------------------------
+
+
+def quantile_edges(values: list[float], bins: int) -> list[float]:
+    """Inner bin edges (bins - 1 of them) at the 1/bins, 2/bins, ... quantiles of `values`."""
+    return [float(q) for q in np.quantile(np.asarray(values, dtype=np.float64), np.arange(1, bins) / bins)]
+
+
+def bin_index(descriptors: list[float], edges: list[list[float]]) -> tuple[int, ...]:
+    """The cell of a point: on each axis, the number of inner edges at or below its value (0..bins-1)."""
+    return tuple(int(np.searchsorted(e, d, side="right")) for d, e in zip(descriptors, edges))
+
+
+def try_insert(archive: dict[tuple[int, ...], dict], elite: dict) -> bool:
+    """Put `elite` in its cell if the cell is empty or holds a strictly worse elite; return whether it did."""
+    cell = tuple(elite["bin"])
+    if cell in archive and archive[cell]["quality"] >= elite["quality"]:
+        return False
+    archive[cell] = elite
+    return True
+
+
+def qd_metrics(archive: dict[tuple[int, ...], dict], num_cells: int) -> dict[str, float]:
+    qualities = [e["quality"] for e in archive.values()]
+    return {
+        "qd/score": float(sum(qualities)),
+        "qd/coverage": len(qualities) / num_cells,
+        "qd/max_quality": max(qualities) if qualities else 0.0,
+        "qd/mean_quality": float(np.mean(qualities)) if qualities else 0.0,
+        "qd/num_elites": len(qualities),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# Data: few-shot mutation prompts
+# ------------------------------------------------------------------------------------------------------
+
+
+def mutation_prompt(examples: list[str], tokenizer) -> str:
+    """A few-shot prompt asking for one new review in the spirit of the examples."""
+    shots = "\n".join(f"Review {i + 1}: {text}" for i, text in enumerate(examples))
+    instruction = (
+        f"Here are some short movie reviews.\n\n{shots}\n\n"
+        "Write one new short movie review, different from these. Reply with the review only."
+    )
+    if tokenizer.chat_template:
+        messages = [{"role": "user", "content": instruction}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{shots}\nReview {len(examples) + 1}:"
+
+
+def clean(text: str) -> str:
+    """The first line of a generation that is not a preamble ("Here's a new review:"), without a
+    'Review N:' prefix or wrapping quotes."""
+    for line in text.strip().split("\n"):
+        line = line.strip()
+        if line.lower().startswith("review") and ":" in line[:12]:
+            line = line.split(":", 1)[1].strip()
+        if line and not line.endswith(":"):
+            return line.strip('"').strip()
+    return ""
+
+
+@torch.no_grad()
+def propose(model, tokenizer, examples: list[list[str]], args: Args) -> list[str]:
+    """One batched generate call: one new review per list of few-shot examples."""
+    prompts = [mutation_prompt(ex, tokenizer) for ex in examples]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    out = model.generate(
+        **enc.to(model.device), do_sample=True, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+    )
+    return [clean(t) for t in tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reward: one ZYN model asks the quality question and the descriptor questions in one call
+# ------------------------------------------------------------------------------------------------------
+
+
+def make_judge(args: Args, shared_model=None, shared_tokenizer=None) -> ZeroShotRewardModel:
+    template = TEMPLATES[args.template]
+    questions = [YesNoQuestion(args.question, target="yes", template=template, name="quality")]
+    questions += [YesNoQuestion(q, target="yes", template=template, name=f"axis{i}")
+                  for i, q in enumerate(args.descriptors)]
+    if shared_model is not None:
+        return ZeroShotRewardModel(shared_model, questions=questions, tokenizer=shared_tokenizer,
+                                   batch_size=args.judge_batch_size)
+    return ZeroShotRewardModel(args.judge, questions=questions, batch_size=args.judge_batch_size)
+
+
+def score(rm: ZeroShotRewardModel, texts: list[str], num_axes: int) -> tuple[list[float], list[list[float]]]:
+    probs = rm.question_probabilities(texts)
+    descriptors = [[probs[f"axis{i}"][j] for i in range(num_axes)] for j in range(len(texts))]
+    return [float(p) for p in probs["quality"]], descriptors
+
+
+# ------------------------------------------------------------------------------------------------------
+# Run directory: archive, state, metrics, figure
+# ------------------------------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, lines: list[dict] | dict, jsonl: bool = False) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        if jsonl:
+            f.writelines(json.dumps(x) + "\n" for x in lines)
+        else:
+            json.dump(lines, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_archive(archive: dict, edges: list[list[float]], args: Args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shape = (args.bins, args.bins) if len(edges) == 2 else (1, args.bins)
+    grid = np.full(shape, np.nan)
+    for cell, elite in archive.items():
+        row, col = (cell[1], cell[0]) if len(cell) == 2 else (0, cell[0])
+        grid[row, col] = elite["quality"]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2 if len(edges) == 2 else 2.4))
+    im = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(im, ax=ax, label=f"quality: P(yes) to {args.question!r}")
+    if args.bins <= 10:
+        for (row, col), q in np.ndenumerate(grid):
+            if not np.isnan(q):
+                ax.text(col, row, f"{q:.2f}", ha="center", va="center", fontsize=7, color="w" if q < 0.6 else "k")
+
+    def labels(e: list[float]) -> list[str]:
+        bounds = [0.0, *e, 1.0]
+        return [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    ax.set_xticks(range(args.bins), labels(edges[0]), rotation=45, ha="right", fontsize=7)
+    ax.set_xlabel(f"P(yes) to {args.descriptors[0]!r}")
+    if len(edges) == 2:
+        ax.set_yticks(range(args.bins), labels(edges[1]), fontsize=7)
+        ax.set_ylabel(f"P(yes) to {args.descriptors[1]!r}")
+    else:
+        ax.set_yticks([])
+    m = qd_metrics(archive, args.bins ** len(edges))
+    ax.set_title(f"MAP-Elites archive: QD score {m['qd/score']:.2f}, coverage {m['qd/coverage']:.0%}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    fig.savefig(path.with_suffix(".svg"))
+    plt.close(fig)
+
+
+class Tracker:
+    """metrics.jsonl always; W&B (offline without an API key) or TensorBoard when asked."""
+
+    def __init__(self, args: Args, run_dir: Path, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        kept = [m for m in read_jsonl(self.path) if m["step"] <= resume_step]  # no step twice after a resume
+        write_json_atomic(self.path, kept, jsonl=True)
+        self.backend = None
+        if args.tracker == "wandb":
+            import wandb
+
+            if not os.environ.get("WANDB_API_KEY"):
+                os.environ.setdefault("WANDB_MODE", "offline")
+            self.backend = wandb.init(project=args.project_name, name=run_dir.name, config=vars(args),
+                                      dir=str(run_dir), id=run_dir.name.replace("/", "_"), resume="allow")
+        elif args.tracker == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.backend = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, metrics: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        step = metrics["step"]
+        if self.backend is None:
+            return
+        scalars = {k: v for k, v in metrics.items() if k != "step"}
+        if hasattr(self.backend, "add_scalar"):
+            for k, v in scalars.items():
+                self.backend.add_scalar(k, v, step)
+        else:
+            self.backend.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            (self.backend.close if hasattr(self.backend, "add_scalar") else self.backend.finish)()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Search
+# ------------------------------------------------------------------------------------------------------
+
+
+def load_policy(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_model_path() if name == EMBEDDED else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+    except OSError as e:
+        raise SystemExit(f"could not load the mutation LM {name!r} ({e}). Without internet, run with --preset cpu.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def search(args: Args) -> dict:
+    run_dir = Path(args.logging_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path, archive_path = run_dir / "state.json", run_dir / "archive.jsonl"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None and len(state["edges"]) != len(args.descriptors):
+        raise SystemExit(f"{run_dir} holds a run with other descriptors; pick another --logging-dir")
+    write_json_atomic(run_dir / "config.json", vars(args))
+
+    model, tokenizer = load_policy(args.policy)
+    try:
+        rm = make_judge(args, model, tokenizer) if args.judge == args.policy else make_judge(args)
+    except OSError as e:
+        raise SystemExit(f"could not load the judge {args.judge!r} ({e}). Without internet, run with --preset cpu.")
+    num_axes, num_cells = len(args.descriptors), args.bins ** len(args.descriptors)
+    tracker = Tracker(args, run_dir, resume_step=state["iteration"] if state else -1)
+
+    def evaluate(texts: list[str], iteration: int) -> list[dict]:
+        texts = [t for t in texts if len(t) >= 3]
+        if not texts:
+            return []
+        quality, descriptors = score(rm, texts, num_axes)
+        return [dict(bin=None, text=t, quality=q, descriptors=d, iteration=iteration)
+                for t, q, d in zip(texts, quality, descriptors)]
+
+    if state is None:  # iteration 0: the initial population fixes the bin edges
+        start = time.time()
+        random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        examples = [random.sample(SEED_REVIEWS, args.num_examples) for _ in range(args.init_size)]
+        texts = [t for i in range(0, args.init_size, args.batch_size)
+                 for t in propose(model, tokenizer, examples[i:i + args.batch_size], args)]
+        population = evaluate(texts, 0)
+        if not population:
+            raise SystemExit("the mutation LM wrote only empty reviews for the initial population")
+        edges = [quantile_edges([p["descriptors"][a] for p in population], args.bins) for a in range(num_axes)]
+        archive: dict[tuple[int, ...], dict] = {}
+        for p in population:
+            p["bin"] = list(bin_index(p["descriptors"], edges))
+            try_insert(archive, p)
+        state = dict(iteration=0, edges=edges, elapsed=time.time() - start)
+        write_json_atomic(archive_path, list(archive.values()), jsonl=True)
+        write_json_atomic(state_path, state)
+        tracker.log({"step": 0, **qd_metrics(archive, num_cells), "qd/accepted": len(archive),
+                     "time/elapsed": state["elapsed"]})
+    else:
+        archive = {tuple(e["bin"]): e for e in read_jsonl(archive_path)}
+        print(f"resuming {run_dir} at iteration {state['iteration']} with {len(archive)} elites")
+    edges = state["edges"]
+
+    start = time.time() - state["elapsed"]
+    for iteration in range(state["iteration"] + 1, args.total_steps + 1):
+        random.seed(args.seed * 100_003 + iteration)  # per-iteration seeds: a resumed run continues identically
+        torch.manual_seed(args.seed * 100_003 + iteration)
+        elites = [e["text"] for e in archive.values()]
+        examples = [random.sample(elites, min(args.num_examples, len(elites))) for _ in range(args.batch_size)]
+        accepted = 0
+        for child in evaluate(propose(model, tokenizer, examples, args), iteration):
+            child["bin"] = list(bin_index(child["descriptors"], edges))
+            accepted += try_insert(archive, child)
+        state = dict(iteration=iteration, edges=edges, elapsed=time.time() - start)
+        write_json_atomic(archive_path, list(archive.values()), jsonl=True)
+        write_json_atomic(state_path, state)
+        metrics = {"step": iteration, **qd_metrics(archive, num_cells), "qd/accepted": accepted,
+                   "time/elapsed": state["elapsed"]}
+        tracker.log(metrics)
+        print(f"iter {iteration}: qd_score {metrics['qd/score']:.3f} coverage {metrics['qd/coverage']:.2f} "
+              f"max_quality {metrics['qd/max_quality']:.3f} accepted {accepted}", flush=True)
+        if iteration % args.plot_interval == 0:
+            plot_archive(archive, edges, args, run_dir / "archive.png")
+    plot_archive(archive, edges, args, run_dir / "archive.png")
+    tracker.close()
+    return archive
+
+
+if __name__ == "__main__":
+    args = resolve(tyro.cli(Args))
+    if args.print_config:
+        print(json.dumps(vars(args), indent=2))
+        sys.exit(0)
+    search(args)

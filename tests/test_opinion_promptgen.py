@@ -1,0 +1,168 @@
+"""ppo_flan_opinion.py and ppo_prompt_generator.py: end-to-end runs on tiny random models, config, diversity."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "cpu", "--total-steps", "2", "--tracker", "none", "--overrides", "method.num_rollouts=32",
+        "method.chunk_size=32", "train.batch_size=8", "method.gen_kwargs.max_new_tokens=8"]
+
+
+def run(script: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def eval_lines(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(set(steps)), steps
+    evals = [line for line in lines if "reward/mean" in line]
+    assert evals and evals[0]["step"] == 0 and evals[0]["eval/index"] == 0
+    for line in evals:
+        for key, value in line.items():
+            if isinstance(value, (int, float)):
+                assert math.isfinite(value), (key, value)
+    return evals
+
+
+def samples(run_dir: Path, step: int = 0) -> list[dict]:
+    path = run_dir / "samples" / f"eval_{step}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
+    run_dir = tmp_path / "run"
+    run("ppo_flan_opinion.py", *TINY, "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir,
+        "--logging-dir", str(run_dir), "--topic", "nuclear power", "--stance", "in favour of nuclear power")
+    for line in eval_lines(run_dir):
+        for key in ("metrics/prob_stance", "metrics/prob_heldout", "metrics/external_vader"):
+            assert 0.0 <= line[key] <= 1.0, (key, line)
+        assert abs(line["reward/mean"] - (line["metrics/prob_stance"] - 0.5) * 10) < 1e-6
+    rows = samples(run_dir)
+    assert len(rows) == 40  # 10 held-out wordings x 4
+    assert all("nuclear power" in r["prompt"] and "{topic}" not in r["prompt"] for r in rows)
+    assert rows[0]["metrics"]["prob_stance"] != rows[0]["metrics"]["prob_heldout"]  # two different questions
+
+
+@pytest.mark.slow
+def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
+    import ppo_prompt_generator as pg
+
+    run_dir = tmp_path / "run"
+    run("ppo_prompt_generator.py", *TINY, "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir,
+        "--logging-dir", str(run_dir), "--question", "Is this prompt about space?", "Is this prompt too long?",
+        "--target", "yes", "no", "--name", "space", "long")
+    evals = eval_lines(run_dir)
+    for line in evals:
+        for key in ("metrics/prob_space", "metrics/prob_long", "metrics/prob_ensemble",
+                    "metrics/distinct_1", "metrics/distinct_2"):
+            assert 0.0 <= line[key] <= 1.0, (key, line)
+        ensemble = (line["metrics/prob_space"] + line["metrics/prob_long"]) / 2
+        assert abs(line["metrics/prob_ensemble"] - ensemble) < 1e-6
+    # distinct-n is computed per scoring batch (method.chunk_size eval samples) and averaged over samples
+    rows = samples(run_dir)
+    assert len(rows) == pg.NUM_EVAL
+    size = yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["chunk_size"]
+    chunks = [[r["output"] for r in rows[i:i + size]] for i in range(0, len(rows), size)]
+    for n in (1, 2):
+        expected = sum(reference_distinct(c, n) * len(c) for c in chunks) / len(rows)
+        assert abs(evals[0][f"metrics/distinct_{n}"] - expected) < 1e-6
+
+
+# ------------------------------------------------------------------------------------ distinct-n
+def reference_distinct(texts: list[str], n: int) -> float:
+    counts = Counter()
+    for text in texts:
+        words = text.lower().split()
+        for i in range(len(words) - n + 1):
+            counts[" ".join(words[i:i + n])] += 1
+    total = sum(counts.values())
+    return len(counts) / total if total else 0.0
+
+
+def test_distinct_n():
+    from ppo_prompt_generator import distinct_n, external_check
+
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n([], 1) == 0.0 and distinct_n(["", "one"], 2) == 0.0
+    assert distinct_n(["same prompt"] * 8, 1) == pytest.approx(2 / 16)
+    texts = ["a watercolor painting of a cat, soft light", "A Cat in watercolor", "oil painting of a city",
+             "a city at night, neon, 8k", "", "trending on artstation, trending on artstation"]
+    for n in (1, 2, 3):
+        assert distinct_n(texts, n) == pytest.approx(reference_distinct(texts, n))
+    out = external_check(None)(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
+    assert out == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}  # outputs only, one value per sample
+
+
+# -------------------------------------------------------------------------------- config and flags
+PAPER_VALUES = {("train", "seq_length"): 256, ("train", "batch_size"): 64, ("train", "total_steps"): 10000,
+                ("train", "eval_interval"): 50, ("method", "num_rollouts"): 128, ("method", "chunk_size"): 128,
+                ("method", "init_kl_coef"): 0.05, ("model", "num_layers_unfrozen"): 2}
+
+
+@pytest.mark.parametrize("script, policy", [("ppo_flan_opinion.py", "gpt2"),
+                                            ("ppo_prompt_generator.py", "Gustavosta/MagicPrompt-Stable-Diffusion")])
+def test_paper_preset_config(script, policy):
+    printed = yaml.safe_load(run(script, "--print-config", timeout=120).stdout)
+    config, loads = printed["config"], printed["run"]
+    for (section, key), value in PAPER_VALUES.items():
+        assert config[section][key] == value, (section, key)
+    assert config["optimizer"]["kwargs"]["lr"] == pytest.approx(1e-4)
+    assert config["method"]["gen_kwargs"]["max_new_tokens"] == 40
+    assert config["model"]["model_path"] == config["tokenizer"]["tokenizer_path"] == policy
+    assert config["train"]["tracker"] == "wandb"
+    assert loads["judge"] == "google/flan-t5-large"
+    if script == "ppo_flan_opinion.py":
+        assert loads["questions"] == {"stance": "Is this text in favour of stricter gun control?",
+                                      "heldout": "Does the author of this text argue in favour of stricter gun control?"}
+    else:
+        assert loads["questions"] == {
+            "does_this_prompt_describe_a_watercolor_painting": "Does this prompt describe a watercolor painting? (target yes)",
+            "is_this_prompt_about_nature": "Is this prompt about nature? (target yes)"}
+
+
+def test_help():
+    opinion = run("ppo_flan_opinion.py", "--help", timeout=120).stdout
+    for flag in ("--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",
+                 "--topic", "--stance", "--question", "--heldout-question", "--print-config"):
+        assert flag in opinion, flag
+    generator = run("ppo_prompt_generator.py", "--help", timeout=120).stdout
+    for flag in ("--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",
+                 "--question", "--target", "--name", "--render", "--render-model", "--print-config"):
+        assert flag in generator, flag
+
+
+def test_mismatched_targets_and_render_never_required(tmp_path, capsys):
+    import ppo_prompt_generator as pg
+
+    with pytest.raises(SystemExit, match="one value per question"):
+        pg.make_questions(pg.Args(target=("yes",)))
+    assert pg.render(pg.Args(logging_dir=str(tmp_path))) is None  # no diffusers, no GPU or no samples
+    assert "--render skipped" in capsys.readouterr().out
+
+
+def test_data_files():
+    opinion = [l for l in (ROOT / "data/opinion_prompts.txt").read_text().splitlines() if l.strip()]
+    assert len(opinion) >= 30 and len(set(opinion)) == len(opinion)
+    assert all(line.count("{topic}") == 1 for line in opinion)
+    subjects = [l for l in (ROOT / "data/image_subjects.txt").read_text().splitlines() if l.strip()]
+    assert len(subjects) >= 200 and len(set(subjects)) == len(subjects)
+    assert all(len(s.split()) <= 6 for s in subjects)

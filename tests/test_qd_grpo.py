@@ -1,0 +1,203 @@
+"""qd_zyn.py, grpo_flan_sentiments.py and plots/compare_ppo_grpo.py: MAP-Elites pieces against plain
+references, and each script run end to end as a subprocess on tiny random models (no network)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import qd_zyn  # noqa: E402
+
+
+def run(script: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finite(line: dict) -> bool:
+    return all(math.isfinite(v) for v in line.values() if isinstance(v, (int, float)))
+
+
+# ------------------------------------------------------------------------------ MAP-Elites pieces
+
+
+def reference_bin(value: float, edges: list[float]) -> int:
+    """Plain loop: the number of inner edges at or below the value."""
+    count = 0
+    for e in edges:
+        if value >= e:
+            count += 1
+    return count
+
+
+def test_quantile_edges_split_a_sample_evenly():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.4, 0.45, size=1000).tolist()  # a badly calibrated judge: a narrow band
+    edges = qd_zyn.quantile_edges(values, 5)
+    assert len(edges) == 4 and edges == sorted(edges) and 0.4 < edges[0] and edges[-1] < 0.45
+    counts = np.bincount([qd_zyn.bin_index([v], [edges])[0] for v in values], minlength=5)
+    assert counts.min() >= 190 and counts.max() <= 210  # about 200 per bin, unlike uniform bins on [0, 1]
+
+
+def test_bin_index_matches_plain_reference():
+    rng = np.random.default_rng(1)
+    edges = [sorted(rng.uniform(size=3).tolist()), sorted(rng.uniform(size=3).tolist())]
+    points = rng.uniform(size=(200, 2)).tolist() + [[edges[0][1], edges[1][0]], [0.0, 1.0], [-1.0, 2.0]]
+    for p in points:
+        assert qd_zyn.bin_index(p, edges) == (reference_bin(p[0], edges[0]), reference_bin(p[1], edges[1]))
+    assert qd_zyn.bin_index([edges[0][1]], [edges[0]]) == (2,)  # a value on an edge goes to the upper bin
+
+
+def test_archive_keeps_only_strictly_better_elites():
+    rng = np.random.default_rng(2)
+    archive, reference = {}, {}
+    for i in range(300):
+        elite = dict(bin=[int(rng.integers(3)), int(rng.integers(3))], text=f"t{i}",
+                     quality=float(rng.choice([0.1, 0.5, 0.9, rng.uniform()])), descriptors=[0, 0], iteration=i)
+        cell = tuple(elite["bin"])
+        expected = cell not in reference or elite["quality"] > reference[cell]["quality"]
+        if expected:
+            reference[cell] = elite
+        assert qd_zyn.try_insert(archive, elite) == expected
+    assert archive == reference
+    m = qd_zyn.qd_metrics(archive, 9)
+    assert m["qd/score"] == pytest.approx(sum(e["quality"] for e in reference.values()))
+    assert m["qd/coverage"] == len(reference) / 9
+
+
+def test_equal_quality_does_not_replace():
+    archive = {}
+    assert qd_zyn.try_insert(archive, dict(bin=[0], text="a", quality=0.5))
+    assert not qd_zyn.try_insert(archive, dict(bin=[0], text="b", quality=0.5))
+    assert qd_zyn.try_insert(archive, dict(bin=[0], text="c", quality=0.6))
+    assert archive[(0,)]["text"] == "c"
+
+
+# ------------------------------------------------------------------------------ qd_zyn.py end to end
+
+
+def check_qd_run(run_dir: Path, steps: int, bins: int, axes: int) -> None:
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(steps + 1))
+    for m in metrics:
+        assert finite(m)
+        assert {"qd/score", "qd/coverage", "qd/max_quality", "qd/mean_quality", "time/elapsed"} <= set(m)
+        assert 0.0 <= m["qd/coverage"] <= 1.0 and 0.0 <= m["qd/max_quality"] <= 1.0
+    scores = [m["qd/score"] for m in metrics]
+    assert scores == sorted(scores)  # elites are only ever replaced by better ones
+    archive = read_jsonl(run_dir / "archive.jsonl")
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["iteration"] == steps and len(state["edges"]) == axes
+    cells = [tuple(e["bin"]) for e in archive]
+    assert len(cells) == len(set(cells)) and all(0 <= i < bins for c in cells for i in c)
+    for e in archive:
+        assert set(e) >= {"bin", "text", "quality", "descriptors", "iteration"} and 0 <= e["quality"] <= 1
+        assert tuple(e["bin"]) == qd_zyn.bin_index(e["descriptors"], state["edges"])
+    assert metrics[-1]["qd/score"] == pytest.approx(sum(e["quality"] for e in archive))
+    assert metrics[-1]["qd/coverage"] == pytest.approx(len(archive) / bins ** axes)
+    assert (run_dir / "archive.png").stat().st_size > 0 and (run_dir / "archive.svg").exists()
+    assert json.loads((run_dir / "config.json").read_text())["bins"] == bins
+
+
+@pytest.mark.slow
+def test_qd_zyn_runs_and_resumes(tmp_path, tiny_llama_dir):
+    run_dir = tmp_path / "qd"
+    argv = ["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir, "--init-size", "8",
+            "--batch-size", "4", "--bins", "3", "--max-new-tokens", "8", "--logging-dir", str(run_dir)]
+    run("qd_zyn.py", *argv, "--total-steps", "2")
+    check_qd_run(run_dir, steps=2, bins=3, axes=2)
+    out = run("qd_zyn.py", *argv, "--total-steps", "3")  # resumes from the archive
+    assert "resuming" in out.stdout
+    check_qd_run(run_dir, steps=3, bins=3, axes=2)
+
+
+def test_qd_zyn_one_descriptor_in_process(tmp_path, tiny_llama_dir):
+    run_dir = tmp_path / "qd1"
+    args = qd_zyn.resolve(qd_zyn.Args(
+        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, descriptors=["Is this review about the plot?"],
+        init_size=6, batch_size=3, bins=4, max_new_tokens=6, total_steps=1, logging_dir=str(run_dir)))
+    archive = qd_zyn.search(args)
+    check_qd_run(run_dir, steps=1, bins=4, axes=1)
+    assert len(archive) == len(read_jsonl(run_dir / "archive.jsonl"))
+
+
+def test_qd_zyn_print_config_paper_offline():
+    out = run("qd_zyn.py", "--print-config", timeout=120)
+    config = json.loads(out.stdout)
+    assert config["judge"] == "google/flan-t5-large" and config["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert config["question"] == "Is this movie review positive?" and len(config["descriptors"]) == 2
+    assert config["logging_dir"] == os.path.join("runs", "qd_zyn__paper__seed0")
+
+
+# ------------------------------------------------------------------------------ grpo_flan_sentiments.py
+
+
+@pytest.mark.slow
+def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"The movie number {i} was" for i in range(12)) + "\n")
+    run_dir = tmp_path / "grpo"
+    run("grpo_flan_sentiments.py", "--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir,
+        "--prompts", str(prompts), "--num-eval", "4", "--total-steps", "2", "--batch-size", "4",
+        "--num-generations", "2", "--max-new-tokens", "6", "--eval-interval", "1", "--checkpoint-interval", "2",
+        "--logging-dir", str(run_dir))
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    elapsed = [m["time/elapsed"] for m in metrics]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    for i, m in enumerate(metrics):
+        assert finite(m) and m["eval/index"] == i
+        assert -5 <= m["reward/mean"] <= 5
+        assert 0 <= m["metrics/prob_positive"] <= 1 and 0 <= m["metrics/external_vader"] <= 1
+        assert m["reward/mean"] == pytest.approx((m["metrics/prob_positive"] - 0.5) * 10, abs=1e-6)
+    for m in metrics[1:]:
+        assert {"loss/total", "lr", "rollout/score_mean", "grpo/kl"} <= set(m)
+    samples = read_jsonl(run_dir / "samples" / "eval_2.jsonl")
+    assert len(samples) == 4 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}
+    assert (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+
+
+def test_grpo_print_config_paper_offline():
+    out = run("grpo_flan_sentiments.py", "--print-config", timeout=120)
+    for expected in ("lvwerra/gpt2-imdb", "google/flan-t5-large", "tokenizer: gpt2", "prompts: imdb",
+                     "Is this movie review positive?", "trl: 1.16.0"):
+        assert expected in out.stdout
+
+
+# ------------------------------------------------------------------------------ plots/compare_ppo_grpo.py
+
+
+def test_compare_ppo_grpo_figure(tmp_path):
+    for name, slope in (("ppo", 1.0), ("grpo", 2.0)):
+        (tmp_path / name).mkdir()
+        lines = [{"step": s, "reward/mean": slope * s, "metrics/external_vader": 0.5 + s / 100,
+                  "time/elapsed": 5.0 * s + 1} for s in range(0, 20, 5)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    sys.path.insert(0, str(ROOT / "plots"))
+    import compare_ppo_grpo
+
+    fig = compare_ppo_grpo.plot_comparison([str(tmp_path / "ppo")], [str(tmp_path / "grpo")])
+    panels = fig.axes
+    assert [len(ax.lines) for ax in panels] == [2, 2]
+    np.testing.assert_allclose(panels[0].lines[1].get_xdata(), [1, 26, 51, 76])  # seconds
+    np.testing.assert_allclose(panels[0].lines[1].get_ydata(), [0, 10, 20, 30])
+    assert compare_ppo_grpo.main(["--ppo", str(tmp_path / "ppo"), "--grpo", str(tmp_path / "grpo"),
+                                  "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "ppo_vs_grpo.png").stat().st_size > 0
+    assert compare_ppo_grpo.main(["--ppo", str(tmp_path / "ppo"), "--out", str(tmp_path / "fig"),
+                                  "--metrics", "metrics/nothing"]) == 2

@@ -1,0 +1,133 @@
+"""The four experiment scripts, run end to end as subprocesses on tiny random models (no network).
+
+Each script trains 2 PPO steps with its cpu preset on tiny models built here, and its metrics.jsonl is
+checked; --print-config must resolve the paper preset to the paper's settings without downloading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tiny_models
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# one thread per process: the tiny models gain nothing from more, and the machine may be shared
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2",
+        "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8"]
+
+SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
+    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "external_vader"]),
+    "ppo_d5_movies.py": ("t5", "gpt2", ["prob_property", "external_scifi_words", "external_funny_words"]),
+    "ppo_flan_sentiments_robust.py": (
+        "llama", "gpt2", ["prob_ensemble", "prob_filmaffinity", "prob_not_repetitive", "external_vader"]),
+    "ppo_flan_detox.py": ("t5", "neox", ["prob_nontoxic", "external_not_offensive"]),
+}
+
+SENTIMENT_PAPER = {
+    "config.model.model_path": "lvwerra/gpt2-imdb", "config.model.num_layers_unfrozen": 2,
+    "config.tokenizer.tokenizer_path": "gpt2", "config.train.batch_size": 64, "config.train.seq_length": 256,
+    "config.train.total_steps": 10000, "config.train.eval_interval": 50, "config.train.tracker": "wandb",
+    "config.method.num_rollouts": 128, "config.method.chunk_size": 128, "config.method.ppo_epochs": 4,
+    "config.method.gen_kwargs.max_new_tokens": 40, "run.prompts": "imdb (train+test): the first 4 words of each review",
+}
+COMMON_PAPER = {
+    "config.optimizer.kwargs.lr": 1e-4, "config.scheduler.kwargs.eta_min": 1e-4, "config.method.init_kl_coef": 0.05,
+    "config.method.target": 6, "config.method.cliprange": 0.2, "config.method.gamma": 1, "config.method.lam": 0.95,
+    "config.method.gen_kwargs.top_k": 0, "config.method.gen_kwargs.do_sample": True,
+}
+PAPER = {
+    "ppo_flan_sentiments.py": {
+        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large", "run.question": "Is this movie review positive?"},
+    "ppo_d5_movies.py": {
+        **SENTIMENT_PAPER, "run.judge": "ruiqi-zhong/d5_t5_validator_700M",
+        "run.judge_tokenizer": "google/flan-t5-large", "run.property": "This review is about a funny sci-fi"},
+    "ppo_flan_sentiments_robust.py": {
+        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large", "run.external": "lvwerra/distilbert-imdb",
+        "run.questions": ["Is this movie review from FilmAffinity?", "Is this text too repetitive?"]},
+    "ppo_flan_detox.py": {
+        "config.model.model_path": "EleutherAI/pythia-410m", "config.tokenizer.tokenizer_path": "EleutherAI/pythia-410m",
+        "config.model.num_layers_unfrozen": 1, "config.train.batch_size": 16, "config.train.seq_length": 192,
+        "config.train.total_steps": 30000, "config.method.gen_kwargs.max_new_tokens": 40,
+        "run.judge": "google/flan-t5-large", "run.question": "Does this text contain toxic speech?",
+        "run.external": "facebook/roberta-hate-speech-dynabench-r4-target",
+        "run.prompts": "allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3"},
+}
+
+
+def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env or ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tokenizer, tiny_llama_dir, tiny_gpt2_dir, tiny_t5_dir):
+    neox = tiny_models.save_tiny(tiny_models.tiny_neox(tokenizer), tokenizer, tmp_path_factory.mktemp("neox"))
+    return {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "t5": tiny_t5_dir, "neox": neox}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_cpu_preset_trains_and_logs(script, models, tmp_path):
+    judge, policy, metrics = SCRIPTS[script]
+    out = tmp_path / "run"
+    proc = run(script, "--preset", "cpu", "--judge", models[judge], "--policy", models[policy], "--total-steps", "2",
+               "--tracker", "none", "--logging-dir", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 2
+    evals = [line for line in lines if "eval/index" in line]
+    assert [line["eval/index"] for line in evals] == [0, 1, 2]
+    for line in evals:
+        for key in ["reward/mean"] + [f"metrics/{name}" for name in metrics]:
+            assert key in line, (key, sorted(line))
+    for name in metrics:
+        assert all(0 <= line[f"metrics/{name}"] <= 1 for line in evals), name
+    assert any("loss/total" in line for line in lines)
+    for line in lines:
+        assert all(math.isfinite(v) for v in line.values() if isinstance(v, (int, float))), line
+    assert (out / "config.yaml").exists() and list((out / "samples").glob("eval_*.jsonl"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_print_config_resolves_the_paper(script):
+    proc = run(script, "--print-config")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = yaml.safe_load(proc.stdout)
+    for key, expected in {**COMMON_PAPER, **PAPER[script]}.items():
+        value = printed
+        for part in key.split("."):
+            value = value[part]
+        assert value == expected, (key, value, expected)
+    stem = script.removesuffix(".py")
+    assert printed["config"]["train"]["logging_dir"] == f"runs/{stem}__paper__seed1000"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_paper_preset_without_hub_stops_at_once(script):
+    env = {k: v for k, v in ENV.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: the hub is unreachable
+    start = time.time()
+    proc = run(script, "--total-steps", "1", "--tracker", "none", env=env)
+    assert proc.returncode != 0
+    assert "--preset cpu" in proc.stderr and "cannot be reached" in proc.stderr, proc.stderr[-2000:]
+    assert time.time() - start < 60
+
+
+def test_help_lists_every_flag():
+    for script in SCRIPTS:
+        proc = run(script, "--help")
+        assert proc.returncode == 0, proc.stderr
+        for flag in ["--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",
+                     "--print-config", "--overrides"]:
+            assert flag in proc.stdout, (script, flag)

@@ -29,9 +29,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,15 +43,16 @@ from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_m
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {
-    # the paper's models with GRPO settings for one GPU; generation as in configs/ppo_flan_sentiments.yml
+    # the paper's models; batch schedule, optimiser, KL weight and generation as configs/ppo_flan_sentiments.yml
     "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
-                  prompts="imdb", total_steps=1000, batch_size=64, num_generations=8, max_new_tokens=40,
-                  learning_rate=1e-5, eval_interval=100, checkpoint_interval=100, num_layers_unfrozen=-1),
-    # offline on 2 CPU cores, sized like ppo_flan_sentiments.py --preset cpu (same judge, policy, prompts)
+                  prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
+                  num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
+                  checkpoint_interval=10000, eval_batch_size=128),
+    # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
     "cpu": dict(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
-                prompts="data/movie_review_openers.txt", total_steps=40, batch_size=16, num_generations=4,
-                max_new_tokens=24, learning_rate=2e-5, eval_interval=10, checkpoint_interval=10,
-                num_layers_unfrozen=2),
+                prompts="data/movie_review_openers.txt", total_steps=256, num_rollouts=32, batch_size=8,
+                num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=1e-4, eval_interval=32,
+                checkpoint_interval=64, eval_batch_size=32),
 }
 
 
@@ -62,41 +64,50 @@ class Args:
     """paper: the paper's models and data from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
     question: str = "Is this movie review positive?"
     """yes/no question asked about prompt + continuation; P(Yes) is logged as metrics/prob_positive"""
-    judge: Optional[str] = None
+    judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: Optional[str] = None
+    policy: str | None = None
     """policy to train, hub name or folder (None: lvwerra/gpt2-imdb; cpu: SmolLM2-135M-Instruct)"""
-    tokenizer: Optional[str] = None
+    tokenizer: str | None = None
     """policy tokenizer (None: gpt2 for the paper's policy, else the policy's own)"""
-    prompts: Optional[str] = None
+    prompts: str | None = None
     """'imdb' (first 4 words of each review) or a text file with one prompt per line (cpu preset)"""
     num_eval: int = 64
     """the last N prompts are held out for evaluation (64, as in ppo_flan_sentiments.py)"""
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     """optimiser steps (None: the preset's; see --print-config)"""
     seed: int = 1000
     """random seed"""
-    logging_dir: Optional[str] = None
+    logging_dir: str | None = None
     """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Optional[Literal["wandb", "tensorboard", "none"]] = None
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
     """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
-    batch_size: Optional[int] = None
-    """completions per optimiser step (batch_size / num_generations prompts)"""
-    num_generations: Optional[int] = None
+    num_rollouts: int | None = None
+    """completions sampled per generation round (PPO's method.num_rollouts)"""
+    batch_size: int | None = None
+    """completions per optimiser step (PPO's train.batch_size)"""
+    num_iterations: int | None = None
+    """passes over each round's completions (PPO's method.ppo_epochs): a round serves
+    num_rollouts / batch_size * num_iterations optimiser steps"""
+    num_generations: int | None = None
     """completions per prompt: GRPO's group, whose mean and std normalise the rewards"""
-    max_new_tokens: Optional[int] = None
+    max_new_tokens: int | None = None
     """maximum length of a continuation"""
-    learning_rate: Optional[float] = None
-    """AdamW learning rate"""
-    beta: float = 0.04
-    """weight of the per-token KL penalty to the initial policy (0 drops the reference model)"""
+    learning_rate: float | None = None
+    """AdamW learning rate, constant (betas 0.9, 0.95, weight decay 1e-6, as the PPO config)"""
+    beta: float = 0.05
+    """weight of the per-token KL to the initial policy in the loss (PPO's init_kl_coef puts it in the reward)"""
+    epsilon: float = 0.2
+    """clipping range of the probability ratio (PPO's cliprange)"""
     temperature: float = 1.0
     """sampling temperature (top_k 0, top_p 1: the policy's own distribution, as the PPO runs sample)"""
-    num_layers_unfrozen: Optional[int] = None
+    num_layers_unfrozen: int = 2
     """train only the last N transformer blocks (and the final norm); -1 trains everything"""
-    eval_interval: Optional[int] = None
+    eval_interval: int | None = None
     """evaluate on the held-out prompts every this many steps (and at step 0 and the end)"""
-    checkpoint_interval: Optional[int] = None
+    eval_batch_size: int | None = None
+    """eval prompts per generate call (PPO's method.chunk_size)"""
+    checkpoint_interval: int | None = None
     """save a checkpoint every this many steps (the latest is kept, for resuming)"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
@@ -109,6 +120,9 @@ def resolve(args: Args) -> Args:
         if getattr(args, key) is None and not (key == "tokenizer" and own_policy):
             setattr(args, key, value)
     args.logging_dir = args.logging_dir or f"runs/{args.exp_name}__{args.preset}__seed{args.seed}"
+    if args.num_rollouts % args.batch_size or args.num_rollouts % args.num_generations:
+        sys.exit(f"--num-rollouts ({args.num_rollouts}) must be a multiple of --batch-size ({args.batch_size}) "
+                 f"and of --num-generations ({args.num_generations})")
     return args
 
 
@@ -188,8 +202,9 @@ def make_eval_callback(args: Args, tokenizer, eval_prompts: list[str], rm: ZeroS
             outputs = []
             with torch.random.fork_rng(devices=[]):  # same sampling noise at every evaluation
                 torch.manual_seed(args.seed)
-                for i in range(0, len(eval_prompts), 16):
-                    enc = tokenizer(eval_prompts[i:i + 16], return_tensors="pt", padding=True, padding_side="left")
+                for i in range(0, len(eval_prompts), args.eval_batch_size):
+                    chunk = eval_prompts[i:i + args.eval_batch_size]
+                    enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
                     out = model.generate(**enc.to(model.device), do_sample=True, top_k=0, top_p=1.0,
                                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                          pad_token_id=tokenizer.pad_token_id)
@@ -271,7 +286,7 @@ def train(args: Args) -> None:
     if args.tracker == "wandb":
         if not os.environ.get("WANDB_API_KEY"):
             os.environ.setdefault("WANDB_MODE", "offline")  # tracking never blocks a run
-        os.environ.setdefault("WANDB_PROJECT", "zyn")
+        os.environ.setdefault("WANDB_PROJECT", "zyn-flan-sentiments")  # the PPO runs' project
         os.environ.setdefault("WANDB_DIR", str(run_dir))
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
 
@@ -285,10 +300,12 @@ def train(args: Args) -> None:
 
     on_gpu = torch.cuda.is_available()
     config = GRPOConfig(
-        output_dir=str(run_dir / "checkpoints"), run_name=run_dir.name, seed=args.seed,
-        max_steps=args.total_steps, per_device_train_batch_size=args.batch_size,
-        num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-        temperature=args.temperature, top_k=0, top_p=1.0, learning_rate=args.learning_rate, beta=args.beta,
+        output_dir=str(run_dir / "checkpoints"), run_name=run_dir.name, seed=args.seed, max_steps=args.total_steps,
+        per_device_train_batch_size=args.batch_size, steps_per_generation=args.num_rollouts // args.batch_size,
+        num_iterations=args.num_iterations, num_generations=args.num_generations,
+        max_completion_length=args.max_new_tokens, temperature=args.temperature, top_k=0, top_p=1.0,
+        beta=args.beta, epsilon=args.epsilon, learning_rate=args.learning_rate, lr_scheduler_type="constant",
+        adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=1e-6,
         logging_steps=1, save_strategy="steps", save_steps=args.checkpoint_interval, save_total_limit=1,
         report_to="none" if args.tracker == "none" else args.tracker, use_cpu=not on_gpu,
         bf16=on_gpu and torch.cuda.is_bf16_supported(), gradient_checkpointing=False, disable_dropout=True,
@@ -296,9 +313,10 @@ def train(args: Args) -> None:
     )
     trainer = GRPOTrainer(model=model, reward_funcs=rm.as_trl_reward(), args=config,
                           train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer)
-    resume_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else None
+    resume_step = None
     if checkpoint:
-        print(f"resuming from {checkpoint}")
+        resume_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        print(f"resuming from {checkpoint} (step {resume_step})")
     trainer.add_callback(make_eval_callback(args, tokenizer, eval_prompts, rm, external, run_dir, resume_step))
     trainer.train(resume_from_checkpoint=checkpoint)
 

@@ -28,7 +28,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import tyro
@@ -64,21 +65,21 @@ class Args:
     """rewarded yes/no question about prompt + continuation; P(Yes) is logged as metrics/prob_stance"""
     heldout_question: str = "Does the author of this text argue {stance}?"
     """differently worded question, never rewarded; P(Yes) is logged as metrics/prob_heldout"""
-    judge: Optional[str] = None
+    judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: Optional[str] = None
+    policy: str | None = None
     """policy to train, hub name or folder (None: gpt2; cpu: SmolLM2-135M-Instruct)"""
-    config: Optional[str] = None
+    config: str | None = None
     """PPO config YAML (None: configs/ppo_flan_sentiments.yml)"""
     overrides: tuple[str, ...] = ()
     """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     """optimiser steps (None: the preset's, see --print-config)"""
     seed: int = 1000
     """random seed"""
-    logging_dir: Optional[str] = None
+    logging_dir: str | None = None
     """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Optional[Literal["wandb", "tensorboard", "none"]] = None
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
     """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
@@ -169,7 +170,7 @@ def check_hub(names: list[str]) -> None:
 
 
 def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------- main

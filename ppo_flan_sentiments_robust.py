@@ -1,11 +1,11 @@
-"""ZYN ensemble: PPO teaches GPT-2 to write movie reviews rewarded by two yes/no questions (Eq. 4).
+"""ZYN ensemble: PPO teaches GPT-2 to write movie reviews, rewarded by two yes/no questions (Eq. 4).
 
 The judge (Flan-T5-large in the paper) reads prompt + continuation and is asked "Is this movie review
 from FilmAffinity?" (target Yes) and "Is this text too repetitive?" (target No); the reward is
-(p - 0.5) * 10 with p the mean probability of the target answers (Eq. 3 and 4 of arXiv 2308.06385).
-Logged to metrics.jsonl in the run directory at each evaluation: reward/mean, metrics/prob_ensemble,
+(p - 0.5) * 10, p the mean probability of the target answers (Eq. 3, 4 of arXiv 2308.06385). Logged to
+metrics.jsonl in the run directory at each evaluation: reward/mean, metrics/prob_ensemble (p),
 metrics/prob_filmaffinity, metrics/prob_not_repetitive and a sentiment check from outside the judge:
-metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE), paper) or metrics/external_vader (cpu).
+metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or metrics/external_vader (cpu).
 
     python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~15 min on 2 CPU cores
     python ppo_flan_sentiments_robust.py --preset cpu --print-config  # what it would load, then exit
@@ -17,13 +17,15 @@ metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE), paper) or metri
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import torch
 import tyro
@@ -33,13 +35,13 @@ import zyn_ppo
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
 
 HERE = Path(__file__).resolve().parent
-PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_sentiments.yml", "tracker": "wandb",
+PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_sentiments.yml",
          "prompts": "imdb (train+test): the first 4 words of each review",
          "external": "lvwerra/distilbert-imdb", "hub": ["imdb", "lvwerra/distilbert-imdb"]}
-CPU = {"prompts": "data/movie_review_openers.txt", "external": "vaderSentiment", "tracker": "none"}
-CPU_CONFIG = {  # the paper's config scaled to about 15 minutes on 2 CPU cores
-    "train.total_steps": 48, "train.seq_length": 64, "train.batch_size": 8, "train.eval_interval": 16,
-    "train.checkpoint_interval": 16, "method.num_rollouts": 32, "method.chunk_size": 16,
+CPU = {"prompts": "data/movie_review_openers.txt", "external": "vaderSentiment", "hub": []}
+CPU_CONFIG = {  # the paper's config scaled to about 13 minutes on 2 CPU cores
+    "train.total_steps": 256, "train.eval_interval": 32, "train.checkpoint_interval": 64,
+    "train.batch_size": 8, "train.seq_length": 64, "method.num_rollouts": 32, "method.chunk_size": 32,
     "method.gen_kwargs.max_new_tokens": 24, "model.num_layers_unfrozen": 2,
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
@@ -50,32 +52,32 @@ class Args:
     exp_name: str = Path(__file__).stem
     """name of this experiment (names the run directory)"""
     preset: Literal["paper", "cpu"] = "paper"
-    """paper: the paper's models, data and config from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
+    """paper: the paper's models, data and config (hub); cpu: offline, embedded SmolLM2-135M-Instruct"""
     question: str = "Is this movie review from FilmAffinity?"
-    """first question about prompt + continuation, target Yes; P(Yes) is logged as metrics/prob_filmaffinity"""
+    """first question, target Yes; P(Yes) is logged as metrics/prob_filmaffinity"""
     no_question: str = "Is this text too repetitive?"
     """second question, target No; P(No) is logged as metrics/prob_not_repetitive"""
-    judge: Optional[str] = None
+    judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: Optional[str] = None
-    """policy to train, hub name or folder (None: the config's lvwerra/gpt2-imdb; cpu: SmolLM2-135M-Instruct)"""
-    config: Optional[str] = None
+    policy: str | None = None
+    """policy to train, hub name or folder (None: the config's model_path; cpu: SmolLM2-135M-Instruct)"""
+    config: str | None = None
     """PPO config YAML (None: configs/ppo_flan_sentiments.yml)"""
     overrides: tuple[str, ...] = ()
     """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
-    total_steps: Optional[int] = None
-    """optimiser steps (None: the preset's, see --print-config)"""
+    total_steps: int | None = None
+    """optimiser steps (None: the config's, or the cpu preset's; see --print-config)"""
     seed: int = 1000
     """random seed"""
-    logging_dir: Optional[str] = None
+    logging_dir: str | None = None
     """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Optional[Literal["wandb", "tensorboard", "none"]] = None
-    """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
+    """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
 
 
-# ------------------------------------------------------------------------------------------------- data
+# ------------------------------------------------------------------------------------------------ data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
     if args.preset == "paper":
@@ -88,12 +90,11 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 
-# ----------------------------------------------------------------------------------------------- reward
+# ---------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> ZeroShotRewardModel:
-    questions = [
-        YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review_robust"], name="filmaffinity"),
-        YesNoQuestion(args.no_question, target="no", template=TEMPLATES["flan_review_robust"], name="not_repetitive"),
-    ]
+    template = TEMPLATES["flan_review_robust"]
+    questions = [YesNoQuestion(args.question, target="yes", template=template, name="filmaffinity"),
+                 YesNoQuestion(args.no_question, target="no", template=template, name="not_repetitive")]
     return ZeroShotRewardModel(args.judge, questions=questions, device=device())
 
 
@@ -104,37 +105,23 @@ def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
 
         classify = pipeline("text-classification", model=PAPER["external"], top_k=None, truncation=True,
                             batch_size=32, device=device())
-        return lambda samples: {"external_sentiment": [next(c["score"] for c in out if c["label"] == "POSITIVE")
-                                                       for out in classify(samples)]}
+
+        def check(samples: list[str]) -> dict[str, list[float]]:  # P(POSITIVE)
+            scores = [{c["label"]: c["score"] for c in out} for out in classify(samples)]
+            return {"external_sentiment": [s["POSITIVE"] for s in scores]}
+
+        return check
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     vader = SentimentIntensityAnalyzer()
-    return lambda samples: {"external_vader": [(vader.polarity_scores(s)["compound"] + 1) / 2 for s in samples]}
+
+    def check(samples: list[str]) -> dict[str, list[float]]:  # VADER's compound score, [-1, 1] -> [0, 1]
+        return {"external_vader": [(vader.polarity_scores(text)["compound"] + 1) / 2 for text in samples]}
+
+    return check
 
 
-# ------------------------------------------------------------------------------------------------ train
-def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
-    """The config YAML, then the cpu preset's changes, then the flags; also returns what was changed."""
-    paper = zyn_ppo.TRLConfig.load_yaml(HERE / args.config).to_dict()
-    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
-    if args.policy is not None:
-        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        changes[key] = yaml.safe_load(value)
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
-    tracker = None if args.tracker == "none" else args.tracker
-    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    config = zyn_ppo.TRLConfig.update(paper, changes)
-    def value(d: dict, key: str):  # value(d, "a.b") == d["a"]["b"]
-        return functools.reduce(dict.get, key.split("."), d)
-
-    new = config.to_dict()
-    changed = {k: f"{value(paper, k)} -> {value(new, k)}" for k in changes if value(paper, k) != value(new, k)}
-    return config, changed
-
-
+# ----------------------------------------------------------------------------------------------- train
 def resolve(args: Args) -> Args:
     """Fill in the preset's defaults."""
     if args.preset == "cpu":
@@ -142,9 +129,34 @@ def resolve(args: Args) -> Args:
         args.policy = args.policy or embedded_model_path()
     args.judge = args.judge or PAPER["judge"]
     args.config = args.config or PAPER["config"]
-    args.tracker = args.tracker or (PAPER if args.preset == "paper" else CPU)["tracker"]
+    args.tracker = args.tracker or ("wandb" if args.preset == "paper" else "none")
     args.logging_dir = args.logging_dir or f"runs/{args.exp_name}__{args.preset}__seed{args.seed}"
     return args
+
+
+def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
+    """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
+    base = zyn_ppo.TRLConfig.load_yaml(HERE / args.config).to_dict()
+    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
+    if args.policy is not None:
+        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        try:
+            changes[key] = json.loads(value)  # numbers such as 3e-4 (a string to YAML), lists, true, null
+        except ValueError:
+            changes[key] = yaml.safe_load(value)
+    if args.total_steps is not None:
+        changes["train.total_steps"] = args.total_steps
+    tracker = None if args.tracker == "none" else args.tracker
+    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
+    config = zyn_ppo.TRLConfig.update(base, changes)
+
+    def get(d: dict, key: str):  # get(d, "a.b") == d["a"]["b"]
+        return functools.reduce(dict.get, key.split("."), d)
+
+    new = config.to_dict()
+    return config, {k: f"{get(base, k)} -> {get(new, k)}" for k in changes if get(base, k) != get(new, k)}
 
 
 def check_hub(names: list[str]) -> None:
@@ -158,25 +170,29 @@ def check_hub(names: list[str]) -> None:
     except urllib.error.HTTPError:
         pass  # the hub answered
     except OSError as error:
-        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
+        sys.exit(f"Cannot reach {endpoint} ({error}) to download {', '.join(names)}.\n"
                  "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
 
 
 def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
-# ------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------ main
 def main(args: Args) -> None:
     args = resolve(args)
     config, changed = make_config(args)
     preset = PAPER if args.preset == "paper" else CPU
-    run = {"judge": args.judge, "questions": [args.question, args.no_question], "policy": config.model.model_path,
-           "tokenizer": config.tokenizer.tokenizer_path, "prompts": preset["prompts"], "external": preset["external"]}
-    print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed}, sort_keys=False))
+    policy = config.model.model_path
+    tokenizer = config.tokenizer.tokenizer_path or policy
+    run = {"judge": args.judge, "questions": [args.question, args.no_question],
+           "policy": policy, "tokenizer": tokenizer,
+           "prompts": preset["prompts"], "external": preset["external"]}
+    print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed},
+                         sort_keys=False))
     if args.print_config:
         return
-    check_hub([args.judge, run["policy"], run["tokenizer"] or run["policy"]] + preset.get("hub", []))
+    check_hub([args.judge, policy, tokenizer, *preset["hub"]])
 
     prompts, eval_prompts = load_prompts(args)
     rm, external = make_reward(args), external_check(args)
@@ -184,7 +200,8 @@ def main(args: Args) -> None:
     def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
         return {**rm.metric_fn(samples, **kwargs), **external(samples)}
 
-    zyn_ppo.train(reward_fn=rm.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn, config=config)
+    zyn_ppo.train(reward_fn=rm.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
+                  config=config)
 
 
 if __name__ == "__main__":

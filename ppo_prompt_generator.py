@@ -32,7 +32,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import tyro
@@ -63,25 +64,25 @@ class Args:
     """paper: MagicPrompt-Stable-Diffusion policy, Flan-T5-large judge and the paper's config from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
     question: tuple[str, ...] = ("Does this prompt describe a watercolor painting?", "Is this prompt about nature?")
     """one or more yes/no questions about subject + continuation (the person's taste), ensembled as in Eq. (4)"""
-    target: tuple[str, ...] = ()
+    target: tuple[Literal["yes", "no"], ...] = ()
     """rewarded answer per question, yes or no (empty: yes for every question)"""
     name: tuple[str, ...] = ()
     """metric name per question, logged as metrics/prob_<name> (empty: a slug of each question)"""
-    judge: Optional[str] = None
+    judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: Optional[str] = None
+    policy: str | None = None
     """policy to train, hub name or folder (None: Gustavosta/MagicPrompt-Stable-Diffusion; cpu: SmolLM2-135M-Instruct)"""
-    config: Optional[str] = None
+    config: str | None = None
     """PPO config YAML (None: configs/ppo_flan_sentiments.yml)"""
     overrides: tuple[str, ...] = ()
     """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     """optimiser steps (None: the preset's, see --print-config)"""
     seed: int = 1000
     """random seed"""
-    logging_dir: Optional[str] = None
+    logging_dir: str | None = None
     """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Optional[Literal["wandb", "tensorboard", "none"]] = None
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
     """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
@@ -126,7 +127,7 @@ def distinct_n(texts: list[str], n: int) -> float:
 def external_check(args: Args) -> Callable[..., dict[str, list[float]]]:
     """Diversity of the continuations of one scoring batch (both presets), repeated for each sample."""
 
-    def diversity(samples: list[str], outputs: Optional[list[str]] = None, **kwargs) -> dict[str, list[float]]:
+    def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs
         return {f"distinct_{n}": [distinct_n(texts, n)] * len(samples) for n in (1, 2)}
 
@@ -185,10 +186,10 @@ def check_hub(names: list[str]) -> None:
 
 
 def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
-def render(args: Args) -> Optional[Path]:
+def render(args: Args) -> Path | None:
     """Draw the first and last evaluation's prompts (rows) into <run dir>/render.png; optional, never required."""
     try:
         from diffusers import AutoPipelineForText2Image

@@ -1,7 +1,7 @@
 """Quality-diversity search over movie reviews with ZYN questions (MAP-Elites, as in QDAIF).
 
-An instruction-tuned LM proposes new reviews from few-shot prompts built of archive elites (the mutation
-operator of QDAIF, Bradley et al. 2023, arXiv 2310.13032); one ZYN question scores quality (P(yes) to "Is
+An LM proposes new reviews by continuing few-shot lists of archive elites (LMX, the mutation operator of
+QDAIF, Bradley et al. 2023, arXiv 2310.13032); one ZYN question scores quality (P(yes) to "Is
 this movie review positive?", in [0, 1]) and one or two more ZYN questions place each review on the
 descriptor axes. The archive keeps, per descriptor bin, the best review found so far.
 
@@ -31,6 +31,8 @@ import os
 import random
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,21 +51,22 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (names the run directory)"""
     preset: Literal["paper", "cpu"] = "paper"
-    """paper: hub models (Flan-T5-large judge, SmolLM2-1.7B-Instruct mutation LM); cpu: the embedded SmolLM2-135M-Instruct for both, offline"""
-    seed: int = 0
+    """paper: hub models (Flan-T5-large judge, SmolLM2-1.7B-Instruct mutation LM); cpu: offline, the embedded
+    SmolLM2-135M-Instruct as both"""
+    seed: int = 1000
     """random seed"""
     total_steps: int | None = None
     """number of search iterations (each proposes --batch-size reviews); preset default if unset"""
     logging_dir: str | None = None
     """run directory (default runs/<exp_name>__<preset>__seed<seed>); an existing archive there is resumed"""
-    tracker: Literal["wandb", "tensorboard", "none"] = "none"
-    """optional tracker; metrics.jsonl is always written"""
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
+    """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
     project_name: str = "zyn"
     """W&B project name"""
     judge: str | None = None
     """judge model: hub id, local folder or 'smollm2-135m-instruct' (embedded); preset default if unset"""
     policy: str | None = None
-    """mutation LM (a causal LM, chat template used when it has one); preset default if unset"""
+    """mutation LM (a causal LM, prompted with a plain few-shot list); preset default if unset"""
     question: str = "Is this movie review positive?"
     """the ZYN question whose P(yes) is the quality of a review"""
     descriptors: list[str] = field(
@@ -95,10 +98,11 @@ class Args:
 
 
 PRESETS = {
-    "paper": dict(judge="google/flan-t5-large", policy="HuggingFaceTB/SmolLM2-1.7B-Instruct", total_steps=500,
-                  bins=10, init_size=64, batch_size=16, max_new_tokens=80),
-    "cpu": dict(judge=EMBEDDED, policy=EMBEDDED, total_steps=60, bins=5, init_size=24, batch_size=8,
-                max_new_tokens=48),
+    "paper": dict(judge="google/flan-t5-large", policy="HuggingFaceTB/SmolLM2-1.7B-Instruct", tracker="wandb",
+                  total_steps=500, bins=10, init_size=64, batch_size=16, max_new_tokens=80),
+    # batch 16: on CPU, 8x more sequences per decoding step cost only about 2x the time, so wide batches pay
+    "cpu": dict(judge=EMBEDDED, policy=EMBEDDED, tracker="none", total_steps=20, bins=5, init_size=32,
+                batch_size=16, max_new_tokens=40),
 }
 
 # Hand-written seed reviews: few-shot examples for the initial population only (never archived themselves).
@@ -165,17 +169,10 @@ def qd_metrics(archive: dict[tuple[int, ...], dict], num_cells: int) -> dict[str
 # ------------------------------------------------------------------------------------------------------
 
 
-def mutation_prompt(examples: list[str], tokenizer) -> str:
-    """A few-shot prompt asking for one new review in the spirit of the examples."""
-    shots = "\n".join(f"Review {i + 1}: {text}" for i, text in enumerate(examples))
-    instruction = (
-        f"Here are some short movie reviews.\n\n{shots}\n\n"
-        "Write one new short movie review, different from these. Reply with the review only."
-    )
-    if tokenizer.chat_template:
-        messages = [{"role": "user", "content": instruction}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{shots}\nReview {len(examples) + 1}:"
+def mutation_prompt(examples: list[str]) -> str:
+    """A few-shot list that the LM continues with one more review (LMX, the mutation of QDAIF)."""
+    shots = "".join(f"Review {i + 1}: {text}\n" for i, text in enumerate(examples))
+    return f"Here are some short movie reviews.\n\n{shots}Review {len(examples) + 1}:"
 
 
 def clean(text: str) -> str:
@@ -193,8 +190,8 @@ def clean(text: str) -> str:
 @torch.no_grad()
 def propose(model, tokenizer, examples: list[list[str]], args: Args) -> list[str]:
     """One batched generate call: one new review per list of few-shot examples."""
-    prompts = [mutation_prompt(ex, tokenizer) for ex in examples]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    prompts = [mutation_prompt(ex) for ex in examples]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     out = model.generate(
         **enc.to(model.device), do_sample=True, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -340,6 +337,21 @@ def load_policy(name: str):
     return model, tokenizer
 
 
+def check_hub(names: list[str]) -> None:
+    """Stop at once, saying what it needed, when models must come from an unreachable hub."""
+    names = [n for n in dict.fromkeys(names) if n != EMBEDDED and not Path(n).exists()]
+    if not names or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(endpoint, timeout=5)
+    except urllib.error.HTTPError:
+        pass  # the hub answered
+    except (urllib.error.URLError, OSError) as error:
+        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
+                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
+
+
 def search(args: Args) -> dict:
     run_dir = Path(args.logging_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -420,4 +432,5 @@ if __name__ == "__main__":
     if args.print_config:
         print(json.dumps(vars(args), indent=2))
         sys.exit(0)
+    check_hub([args.policy, args.judge])
     search(args)

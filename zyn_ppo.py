@@ -33,12 +33,34 @@ frozen copies of the top k blocks, final norm and LM head, fed by the shared tru
 logits equal the policy's at the start. With k <= 0 everything trains (k = 0: only embeddings, final
 norm and heads) and the reference is a full frozen copy.
 
-Run directory (`train.logging_dir`): config.yaml, metrics.jsonl (one line per step), samples/eval_<step>
-.jsonl, checkpoints/ (latest periodic checkpoint `step_<n>` and `final`). See README for the metrics.
+Run directory (`train.logging_dir`, only the main process writes):
+- config.yaml: the resolved config;
+- metrics.jsonl: one JSON line per optimizer step (`step` = steps done; step 0 = the first evaluation).
+  Evaluation lines (step 0, every eval_interval, the end): reward/mean, metrics/<name>, eval/index,
+  time/eval. Training lines: loss/total, loss/policy, loss/value, policy/approx_kl, policy/clipfrac,
+  values/clipfrac, values/mean, returns/mean, kl/ref (KL to the reference per sequence, sum over tokens of
+  logp - logp_ref, mean over the current rollouts), kl_coef, rollout/score_mean, episodes, lr, time/step,
+  time/elapsed; on steps that collected rollouts also rollout/score_std, rollout/score_running_mean,
+  rollout/score_running_std, rollout/response_length, rollout/count, kl/ref_per_token,
+  time/rollout_generate, time/rollout_score, time/rollout_forward;
+- samples/eval_<step>.jsonl: prompt, output, reward, metrics per evaluation prompt;
+- checkpoints/step_<n> (the latest periodic one) and checkpoints/final: policy/ (save_pretrained +
+  tokenizer), value_head.pt, reference_branch.pt (hydra), trainer_state.pt (optimizer, scheduler, KL
+  coefficient, reward statistics, rollout store, prompt order, RNG states, step), meta.json. Written to a
+  temporary folder and renamed. `train.resume_from_checkpoint: auto` continues from the latest one: lines
+  of metrics.jsonl after its step are dropped, time/elapsed continues, and on one process the resumed
+  curve is identical to an uninterrupted run. Ctrl-C or SIGTERM saves a checkpoint after the current step.
+
+Deliberate differences from trlx: responses are kept as generated tokens (trlx decoded and re-tokenized
+them) and include the EOS token; advantages are whitened over valid tokens only (trlx included padding);
+dropout stays off (logprobs at the first PPO step equal the rollout's); the model's own generation defaults
+are dropped so that sampling follows gen_kwargs only; multi-process runs score rewards on every rank
+(trlx gathered samples to the main process); tracker defaults to none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -74,6 +96,11 @@ class ModelConfig:
     """Only "causal" is supported (trlx also had "seq2seq")."""
     num_layers_unfrozen: int = -1
     """Top blocks that train; > 0 uses the hydra reference, -1 trains everything with a full reference copy."""
+    freeze_embeddings: bool = False
+    """zyn_ppo only. trlx kept the input embeddings (and a tied LM head) trainable, so every step backprops
+    through the whole trunk. True freezes everything below the top blocks except the final norm: with
+    num_layers_unfrozen > 0 the trunk's hidden states are then computed once per rollout and reused by every
+    gradient step (several times faster), and the hydra reference equals the initial model exactly."""
     delta_kwargs: dict | None = None
     """trlx-only (OpenDelta); must be null."""
     peft_config: Any = None
@@ -420,10 +447,11 @@ class PolicyWithValueHead(nn.Module):
     """Causal LM + value head (hidden -> 2*hidden -> ReLU -> 1) and, when num_layers_unfrozen > 0, a frozen
     hydra reference branch (copies of the top blocks, final norm and LM head on the shared trunk)."""
 
-    def __init__(self, lm: nn.Module, num_layers_unfrozen: int):
+    def __init__(self, lm: nn.Module, num_layers_unfrozen: int, freeze_embeddings: bool = False):
         super().__init__()
         self.lm = lm
         self.backbone, blocks, norm = arch_parts(lm)
+        self.blocks_name = ARCHITECTURES[lm.config.model_type][1]
         hidden = lm.get_output_embeddings().weight.shape[1]
         dtype = lm.get_output_embeddings().weight.dtype
         self.v_head = nn.Sequential(nn.Linear(hidden, 2 * hidden, dtype=dtype), nn.ReLU(), nn.Linear(2 * hidden, 1, dtype=dtype))
@@ -431,49 +459,63 @@ class PolicyWithValueHead(nn.Module):
         if self.k > len(blocks):
             raise ValueError(f"model.num_layers_unfrozen={self.k} but the model has {len(blocks)} blocks")
         frozen = list(blocks) if self.k == 0 else list(blocks)[: -self.k] if self.k > 0 else []
+        if freeze_embeddings:  # everything in the trunk except the trainable blocks and the final norm
+            self.backbone.requires_grad_(False)
+            for block in (list(blocks)[-self.k:] if self.k > 0 else [] if self.k == 0 else blocks):
+                block.requires_grad_(True)
+            norm.requires_grad_(True)
         for block in frozen:
             block.requires_grad_(False)
+        self.cache_trunk = freeze_embeddings and self.k > 0
         self.ref_blocks = self.ref_norm = self.ref_head = None
-        if self.k > 0:
+        if self.k > 0:  # the hydra reference branch
             self.ref_blocks = copy.deepcopy(nn.ModuleList(list(blocks)[-self.k :])).requires_grad_(False)
             self.ref_norm = copy.deepcopy(norm).requires_grad_(False)
             self.ref_head = copy.deepcopy(lm.get_output_embeddings()).requires_grad_(False)
-        self._branch_input = None
 
     @property
     def has_hydra(self) -> bool:
         return self.ref_blocks is not None
 
-    def forward(
-        self, input_ids, attention_mask, position_ids, logits_from: int = 0, with_ref: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Logits and values at positions logits_from..T-2 (the ones that predict tokens logits_from+1..T-1),
-        and the hydra reference's logits there when with_ref."""
-        hook = None
+    def forward(self, input_ids, attention_mask, position_ids, logits_from: int = 0, with_ref: bool = False,
+                trunk: torch.Tensor | None = None) -> tuple:
+        """Logits and values at positions logits_from..T-2 (the ones that predict tokens logits_from+1..T-1);
+        with_ref: also the hydra reference's logits there and the trunk's hidden state entering the top blocks.
+        trunk: that hidden state, precomputed; only the top blocks then run (frozen trunk only).
+        Returns (logits, values, ref_logits or None, trunk hidden state or None)."""
+        blocks = getattr(self.backbone, self.blocks_name)
+        captured, hooks = {}, []
+
+        def capture(module, args, kwargs):
+            captured["args"], captured["kwargs"] = args, dict(kwargs)
+
+        def substitute(module, args, kwargs):
+            return ((trunk, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": trunk})
+
         if with_ref:
-            blocks = arch_parts(self.lm)[1]
-            hook = blocks[-self.k].register_forward_pre_hook(self._capture, with_kwargs=True)
+            hooks.append(blocks[-self.k].register_forward_pre_hook(capture, with_kwargs=True))
+        if trunk is not None:
+            hooks.append(blocks[-self.k].register_forward_pre_hook(substitute, with_kwargs=True))
+            setattr(self.backbone, self.blocks_name, nn.ModuleList(list(blocks)[-self.k:]))
         try:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
+            if trunk is not None:
+                setattr(self.backbone, self.blocks_name, blocks)
         hidden = out.last_hidden_state[:, logits_from:-1]
         logits = self.lm.get_output_embeddings()(hidden)
         values = self.v_head(hidden).squeeze(-1)
-        ref_logits = None
+        ref_logits = branch_input = None
         if with_ref:
-            args, kwargs = self._branch_input
-            self._branch_input = None
-            h = args[0] if args else kwargs.pop("hidden_states")
+            args, kwargs = captured["args"], captured["kwargs"]
+            h = branch_input = args[0] if args else kwargs.pop("hidden_states")
             for block in self.ref_blocks:
                 h = block(h, *args[1:], **kwargs)
                 h = h[0] if isinstance(h, tuple) else h
             ref_logits = self.ref_head(self.ref_norm(h)[:, logits_from:-1])
-        return logits, values, ref_logits
-
-    def _capture(self, module, args, kwargs):
-        self._branch_input = (args, dict(kwargs))
+        return logits, values, ref_logits, branch_input
 
 
 class quiet_hf:
@@ -524,7 +566,7 @@ def load_policy(config: TRLConfig, path: str | None = None):
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
     lm.train(False)
-    return PolicyWithValueHead(lm, config.model.num_layers_unfrozen), tokenizer
+    return PolicyWithValueHead(lm, config.model.num_layers_unfrozen, config.model.freeze_embeddings), tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -655,9 +697,9 @@ def _wandb_logged_in() -> bool:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     best, best_step = None, -1
     for d in (run_dir / "checkpoints").glob("*"):
-        state = d / "trainer_state.pt"
-        if d.is_dir() and not d.name.startswith(".") and state.exists():
-            step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+        meta = d / "meta.json"
+        if d.is_dir() and not d.name.startswith(".") and meta.exists() and (d / "trainer_state.pt").exists():
+            step = json.loads(meta.read_text())["step"]
             if step > best_step or (step == best_step and d.name == "final"):
                 best, best_step = d, step
     return best
@@ -843,7 +885,7 @@ class PPOTrainer:
             n += len(idx)
         pad_id = self.tokenizer.pad_token_id
         store = {k: pad_cat([c[k] for c in chunks], left=k.startswith("query"), value=pad_id if k in ("query", "response") else 0)
-                 for k in chunks[0] if chunks[0][k].dim() == 2}
+                 for k in chunks[0] if chunks[0][k].dim() >= 2}
         store.update({k: torch.cat([c[k] for c in chunks]) for k in ("raw_scores", "kl_ref")})
         self.rollout_stats = self._rollout_stats(store, stats)
         self.n_collections += 1
@@ -868,7 +910,7 @@ class PPOTrainer:
         attn = torch.cat([qmask, rmask], 1)
         pos = position_ids_from(attn)
         start = query.shape[1] - 1
-        logits, values, ref_logits = self.policy(tokens, attn, pos, logits_from=start, with_ref=self.policy.has_hydra)
+        logits, values, ref_logits, trunk = self.policy(tokens, attn, pos, logits_from=start, with_ref=self.policy.has_hydra)
         if ref_logits is None:
             hidden = arch_parts(self.ref_model)[0](input_ids=tokens, attention_mask=attn, position_ids=pos, use_cache=False)
             ref_logits = self.ref_model.get_output_embeddings()(hidden.last_hidden_state[:, start:-1])
@@ -876,9 +918,12 @@ class PPOTrainer:
         ref_logprobs = logprobs_of_labels(ref_logits, response)
         m = rmask.float()
         rewards = kl_penalty_rewards(logprobs, ref_logprobs, m, scores, self.kl_ctl.value)
-        return dict(query=query, query_mask=qmask, response=response, response_mask=rmask,
-                    logprobs=logprobs * m, values=values.float() * m, rewards=rewards,
-                    raw_scores=raw, kl_ref=((logprobs - ref_logprobs) * m).sum(1))
+        chunk = dict(query=query, query_mask=qmask, response=response, response_mask=rmask,
+                     logprobs=logprobs * m, values=values.float() * m, rewards=rewards,
+                     raw_scores=raw, kl_ref=((logprobs - ref_logprobs) * m).sum(1))
+        if self.policy.cache_trunk:  # reused by every gradient step on these rollouts
+            chunk.update(query_trunk=trunk[:, : query.shape[1]], response_trunk=trunk[:, query.shape[1]:])
+        return chunk
 
     def _rollout_stats(self, store: dict, t: dict) -> dict:
         raw = self._gather_cat(store["raw_scores"])
@@ -914,7 +959,7 @@ class PPOTrainer:
     def train_step(self, idx: torch.Tensor) -> dict:
         """One optimizer step on the rollouts `idx` of the store."""
         mc, store = self.config.method, self.store
-        mb = trim({k: v[idx.to(v.device)] for k, v in store.items() if v.dim() == 2})
+        mb = trim({k: v[idx.to(v.device)] for k, v in store.items() if v.dim() >= 2})
         mask = mb["response_mask"].float()
         adv, returns = gae_advantages(mb["rewards"], mb["values"], mask, mc.gamma, mc.lam)
         adv = whiten(adv, mask, stats=self._global_mean_var(adv, mask) if self.world > 1 else None)
@@ -928,9 +973,11 @@ class PPOTrainer:
             weight = (m.sum() / n_total).item()
             tokens = torch.cat([mb["query"][sl], mb["response"][sl]], 1)
             attn = torch.cat([mb["query_mask"][sl], mb["response_mask"][sl]], 1)
-            ctx = self.accelerator.no_sync(self.model) if j < len(pieces) - 1 else _nullcontext()
+            trunk = torch.cat([mb["query_trunk"][sl], mb["response_trunk"][sl]], 1) if "query_trunk" in mb else None
+            ctx = self.accelerator.no_sync(self.model) if j < len(pieces) - 1 else contextlib.nullcontext()
             with ctx:
-                logits, values, _ = self.model(tokens, attn, position_ids_from(attn), logits_from=mb["query"].shape[1] - 1)
+                logits, values, _, _ = self.model(tokens, attn, position_ids_from(attn), logits_from=mb["query"].shape[1] - 1,
+                                                  trunk=trunk)
                 logprobs = logprobs_of_labels(logits, mb["response"][sl])
                 pl, clipfrac, approx_kl = policy_loss(logprobs, mb["logprobs"][sl], adv[sl], m, mc.cliprange)
                 vl, vclipfrac = value_loss(values.float(), mb["values"][sl], returns[sl], m, mc.cliprange_value)
@@ -1059,6 +1106,7 @@ class PPOTrainer:
                 state["store"] = None  # each rank holds its own store; resume starts a fresh collection
                 state["order"], state["mb_index"], state["inner"] = None, 0, 0
             torch.save(state, tmp / "trainer_state.pt")
+            (tmp / "meta.json").write_text(json.dumps(dict(step=self.step, world=self.world)))
             final = root / name
             old = root / f".old_{name}"
             if final.exists():
@@ -1150,8 +1198,8 @@ class PPOTrainer:
                       f"or another train.logging_dir to start fresh)", file=sys.stderr)
         self._prepare_run_dir()
         self.tracker = Tracker(self.run_dir, self.config, self.is_main, self.wandb_id)
-        n_minibatches = math.ceil(max(mc.num_rollouts, mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)) / tc.batch_size)
-        self.total_steps = min(tc.total_steps, tc.epochs * mc.ppo_epochs * n_minibatches)
+        store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)  # whole chunks, per process
+        self.total_steps = min(tc.total_steps, tc.epochs * mc.ppo_epochs * math.ceil(store_size / tc.batch_size))
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1169,8 +1217,6 @@ class PPOTrainer:
                 t0 = time.time()
                 stats = {}
                 if self.store is None or self.mb_index * tc.batch_size >= len(self.store["rewards"]):
-                    if self.n_collections >= tc.epochs:
-                        break
                     self.store = self.make_experience()
                     self.order = torch.randperm(len(self.store["rewards"])).tolist()
                     self.mb_index, self.inner = 0, 0
@@ -1200,11 +1246,8 @@ class PPOTrainer:
                     self.save_checkpoint(f"step_{self.step}")
             if stopped and self.step < self.total_steps:
                 self.save_checkpoint(f"step_{self.step}")
-            else:
-                if self.step < self.total_steps:  # stopped early by train.epochs
-                    self.tracker.log({**self.evaluate(), "time/elapsed": self.elapsed()}, step=self.step)
-                if not (self.checkpoint is not None and done_before):
-                    self.save_checkpoint("final")
+            elif not done_before:
+                self.save_checkpoint("final")
             if stopped:
                 raise SystemExit(128 + signal.SIGTERM) if stopped == signal.SIGTERM else KeyboardInterrupt()
         finally:
@@ -1221,18 +1264,11 @@ class PPOTrainer:
         return flag
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def pad_cat(tensors: list[torch.Tensor], left: bool, value: float) -> torch.Tensor:
+    """Concatenate along dim 0, padding dim 1 on the left or right to the widest."""
     width = max(t.shape[1] for t in tensors)
-    padded = [F.pad(t, (width - t.shape[1], 0) if left else (0, width - t.shape[1]), value=value) for t in tensors]
-    return torch.cat(padded)
+    pads = [[0, 0] * (t.dim() - 2) + ([width - t.shape[1], 0] if left else [0, width - t.shape[1]]) for t in tensors]
+    return torch.cat([F.pad(t, pad, value=value) for t, pad in zip(tensors, pads)])
 
 
 def trim(mb: dict) -> dict:

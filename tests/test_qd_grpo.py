@@ -88,6 +88,12 @@ def test_equal_quality_does_not_replace():
     assert archive[(0,)]["text"] == "c"
 
 
+def test_clean_keeps_the_review_only():
+    assert qd_zyn.clean("Here's a new review:\nGreat film, loved it.\nReview 5: more") == "Great film, loved it."
+    assert qd_zyn.clean(' Review 4: "A slow, funny film."') == "A slow, funny film."
+    assert qd_zyn.clean("Sure:\n\n") == ""
+
+
 # ------------------------------------------------------------------------------ qd_zyn.py end to end
 
 
@@ -141,7 +147,8 @@ def test_qd_zyn_print_config_paper_offline():
     config = json.loads(out.stdout)
     assert config["judge"] == "google/flan-t5-large" and config["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
     assert config["question"] == "Is this movie review positive?" and len(config["descriptors"]) == 2
-    assert config["logging_dir"] == os.path.join("runs", "qd_zyn__paper__seed0")
+    assert config["tracker"] == "wandb" and config["bins"] == 10
+    assert config["logging_dir"] == os.path.join("runs", "qd_zyn__paper__seed1000")
 
 
 # ------------------------------------------------------------------------------ grpo_flan_sentiments.py
@@ -153,23 +160,28 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
     prompts.write_text("\n".join(f"The movie number {i} was" for i in range(12)) + "\n")
     run_dir = tmp_path / "grpo"
     run("grpo_flan_sentiments.py", "--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir,
-        "--prompts", str(prompts), "--num-eval", "4", "--total-steps", "2", "--batch-size", "4",
-        "--num-generations", "2", "--max-new-tokens", "6", "--eval-interval", "1", "--checkpoint-interval", "2",
-        "--logging-dir", str(run_dir))
+        "--prompts", str(prompts), "--num-eval", "4", "--total-steps", "4", "--num-rollouts", "8",
+        "--batch-size", "4", "--num-iterations", "2", "--num-generations", "2", "--max-new-tokens", "6",
+        "--eval-interval", "2", "--checkpoint-interval", "2", "--logging-dir", str(run_dir))
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    assert [m["step"] for m in metrics] == [0, 1, 2]
+    assert [m["step"] for m in metrics] == [0, 1, 2, 3, 4]
     elapsed = [m["time/elapsed"] for m in metrics]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
-    for i, m in enumerate(metrics):
-        assert finite(m) and m["eval/index"] == i
+    evals = [m for m in metrics if "reward/mean" in m]
+    assert [m["step"] for m in evals] == [0, 2, 4] and all(finite(m) for m in metrics)
+    for i, m in enumerate(evals):
+        assert m["eval/index"] == i
         assert -5 <= m["reward/mean"] <= 5
         assert 0 <= m["metrics/prob_positive"] <= 1 and 0 <= m["metrics/external_vader"] <= 1
         assert m["reward/mean"] == pytest.approx((m["metrics/prob_positive"] - 0.5) * 10, abs=1e-6)
     for m in metrics[1:]:
-        assert {"loss/total", "lr", "rollout/score_mean", "grpo/kl"} <= set(m)
-    samples = read_jsonl(run_dir / "samples" / "eval_2.jsonl")
+        assert {"loss/total", "lr", "grpo/kl"} <= set(m)
+    # a round of 8 completions serves 8 / 4 * 2 = 4 steps; its rewards are logged on its first step
+    assert "rollout/score_mean" in metrics[1] and "rollout/score_mean" not in metrics[2]
+    assert all(m["lr"] == pytest.approx(1e-4) for m in metrics[1:])  # constant, as the PPO config
+    samples = read_jsonl(run_dir / "samples" / "eval_4.jsonl")
     assert len(samples) == 4 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}
-    assert (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+    assert (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
 
 
 def test_grpo_print_config_paper_offline():

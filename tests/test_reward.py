@@ -126,7 +126,8 @@ def test_log_space_sum_does_not_overflow_in_half_precision(judges, tokenizer):
 def test_ensemble_polarity_and_weights(judges, tokenizer):
     model = judges["llama"]
     yes = YesNoQuestion("Is this text too repetitive?", template="flan_review_robust", name="rep_yes")
-    no = YesNoQuestion("Is this text too repetitive?", target="NO", template="flan_review_robust", name="rep_no")
+    no = YesNoQuestion("Is this text too repetitive?", target="NO", template="flan_review_robust",
+                       name="rep_no")
     p_yes = ZeroShotRewardModel(model, yes, tokenizer=tokenizer).probabilities(TEXTS)
     p_no = ZeroShotRewardModel(model, no, tokenizer=tokenizer).probabilities(TEXTS)
     assert p_no == pytest.approx([1 - p for p in p_yes], abs=1e-6)
@@ -159,20 +160,24 @@ def test_shared_prefix_cache_equals_plain_path(judges, tokenizer, arch):
     texts = TEXTS + ["the end. " * 30]
     for chat in (True, False):
         kw = dict(tokenizer=tokenizer, batch_size=3, chat_template=chat)
-        plain = ZeroShotRewardModel(judges[arch], questions, reuse_prefix=False, **kw).question_probabilities(texts)
+        plain = ZeroShotRewardModel(judges[arch], questions, reuse_prefix=False, **kw)
+        plain = plain.question_probabilities(texts)
         cached = ZeroShotRewardModel(judges[arch], questions, **kw)
         assert_close(cached.question_probabilities(texts), plain)
         # the cache is reused, never mutated between calls
         assert_close(cached.question_probabilities(texts[::-1]), {k: v[::-1] for k, v in plain.items()})
     q = questions[0]  # the same question twice: everything but the last token is shared
-    twice = ZeroShotRewardModel(judges[arch], [q, YesNoQuestion(q.question, template=q.template, name="again")],
-                                tokenizer=tokenizer).question_probabilities(texts)
+    again = YesNoQuestion(q.question, template=q.template, name="again")
+    twice = ZeroShotRewardModel(judges[arch], [q, again], tokenizer=tokenizer).question_probabilities(texts)
     assert twice[q.name] == pytest.approx(twice["again"], abs=1e-5)
 
 
 def test_transforms(judges, tokenizer):
     p = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer).probabilities(TEXTS)
-    make = lambda t: ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, transform=t)  # noqa: E731
+
+    def make(transform):
+        return ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, transform=transform)
+
     assert make("centered").reward_fn(TEXTS) == pytest.approx([(x - 0.5) * 10 for x in p], abs=1e-5)
     assert make("prob").reward_fn(TEXTS, prompts=TEXTS, outputs=TEXTS) == pytest.approx(p, abs=1e-6)
     assert make("logodds").reward_fn(TEXTS) == pytest.approx([math.log(x / (1 - x)) for x in p], abs=1e-4)
@@ -194,6 +199,16 @@ def test_truncation_keeps_template_and_question(judges, tokenizer, arch):
     assert 0 < p < 1
     with pytest.raises(ValueError, match="max_length"):
         ZeroShotRewardModel(judges[arch], POSITIVE, tokenizer=tokenizer, max_length=5).probabilities(["hi"])
+
+
+def test_bfloat16_autocast_keeps_weights_and_stays_close(judges, tokenizer):
+    model = judges["llama"]
+    p32 = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer).probabilities(TEXTS)
+    rm = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype="bfloat16")
+    assert rm.probabilities(TEXTS) == pytest.approx(p32, abs=0.02)
+    assert rm.autocast_dtype == torch.bfloat16 and model.dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype=torch.int8)
 
 
 def test_default_max_length_is_capped(judges, tokenizer):
@@ -229,7 +244,8 @@ def test_trl_adapter(judges, tokenizer):
     prompts, completions = ["I watched it and", "The film"], [" loved it.", " was bad."]
     assert reward(prompts=prompts, completions=completions, completion_ids=[[1], [2]]) == pytest.approx(
         rm.reward_fn(["I watched it and loved it.", "The film was bad."]), abs=1e-6)
-    conv_prompts = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Review a film."}]]
+    conv_prompts = [[{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Review a film."}]]
     conv_completions = [[{"role": "assistant", "content": "I loved it."}]]
     assert reward(conv_prompts, conv_completions) == pytest.approx(
         rm.reward_fn(["Review a film.\nI loved it."]), abs=1e-6)
@@ -317,10 +333,12 @@ def run_cli(*args, stdin=None):
 
 def test_cli_score_and_eval(tiny_llama_dir, tmp_path):
     rm = ZeroShotRewardModel(tiny_llama_dir, POSITIVE)
-    texts = ["I loved this film.", "A boring movie.", "ok", "The story of a cat.", "Bad acting.", "Great music!"]
+    texts = ["I loved this film.", "A boring movie.", "ok", "The story of a cat.", "Bad acting.",
+             "Great music!"]
     want = rm.probabilities(texts)
     (tmp_path / "texts.txt").write_text("\n".join(texts[:3]) + "\n")
-    got = run_cli("score", "--question", POSITIVE.question, "--model", tiny_llama_dir, str(tmp_path / "texts.txt"))
+    got = run_cli("score", "--question", POSITIVE.question, "--model", tiny_llama_dir,
+                  str(tmp_path / "texts.txt"))
     assert [float(x) for x in got.split()] == pytest.approx(want[:3], abs=1e-5)
 
     labels = [1, 0, 1, 0, 0, 1]

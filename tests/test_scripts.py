@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2",
-        "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8"]
+        "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8", "optimizer.kwargs.lr=2e-4"]
 
 SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
     "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "external_vader"]),
@@ -33,21 +33,24 @@ SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
     "ppo_flan_detox.py": ("t5", "neox", ["prob_nontoxic", "external_not_offensive"]),
 }
 
+COMMON_PAPER = {  # the paper's settings shared by all four runs (as printed by --print-config)
+    "config.optimizer.kwargs.lr": 1e-4, "config.scheduler.kwargs.eta_min": 1e-4,
+    "config.train.tracker": "wandb", "config.method.init_kl_coef": 0.05, "config.method.target": 6,
+    "config.method.cliprange": 0.2, "config.method.gamma": 1, "config.method.lam": 0.95,
+    "config.method.ppo_epochs": 4,
+    "config.method.num_rollouts": 128, "config.method.chunk_size": 128, "config.method.gen_kwargs.top_k": 0,
+    "config.method.gen_kwargs.max_new_tokens": 40, "config.method.gen_kwargs.do_sample": True,
+}
 SENTIMENT_PAPER = {
     "config.model.model_path": "lvwerra/gpt2-imdb", "config.model.num_layers_unfrozen": 2,
     "config.tokenizer.tokenizer_path": "gpt2", "config.train.batch_size": 64, "config.train.seq_length": 256,
-    "config.train.total_steps": 10000, "config.train.eval_interval": 50, "config.train.tracker": "wandb",
-    "config.method.num_rollouts": 128, "config.method.chunk_size": 128, "config.method.ppo_epochs": 4,
-    "config.method.gen_kwargs.max_new_tokens": 40, "run.prompts": "imdb (train+test): the first 4 words of each review",
-}
-COMMON_PAPER = {
-    "config.optimizer.kwargs.lr": 1e-4, "config.scheduler.kwargs.eta_min": 1e-4, "config.method.init_kl_coef": 0.05,
-    "config.method.target": 6, "config.method.cliprange": 0.2, "config.method.gamma": 1, "config.method.lam": 0.95,
-    "config.method.gen_kwargs.top_k": 0, "config.method.gen_kwargs.do_sample": True,
+    "config.train.total_steps": 10000, "config.train.eval_interval": 50,
+    "run.prompts": "imdb (train+test): the first 4 words of each review",
 }
 PAPER = {
     "ppo_flan_sentiments.py": {
-        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large", "run.question": "Is this movie review positive?"},
+        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large",
+        "run.question": "Is this movie review positive?"},
     "ppo_d5_movies.py": {
         **SENTIMENT_PAPER, "run.judge": "ruiqi-zhong/d5_t5_validator_700M",
         "run.judge_tokenizer": "google/flan-t5-large", "run.property": "This review is about a funny sci-fi"},
@@ -55,9 +58,9 @@ PAPER = {
         **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large", "run.external": "lvwerra/distilbert-imdb",
         "run.questions": ["Is this movie review from FilmAffinity?", "Is this text too repetitive?"]},
     "ppo_flan_detox.py": {
-        "config.model.model_path": "EleutherAI/pythia-410m", "config.tokenizer.tokenizer_path": "EleutherAI/pythia-410m",
-        "config.model.num_layers_unfrozen": 1, "config.train.batch_size": 16, "config.train.seq_length": 192,
-        "config.train.total_steps": 30000, "config.method.gen_kwargs.max_new_tokens": 40,
+        "config.model.model_path": "EleutherAI/pythia-410m", "config.model.num_layers_unfrozen": 1,
+        "config.tokenizer.tokenizer_path": "EleutherAI/pythia-410m", "config.train.batch_size": 16,
+        "config.train.seq_length": 192, "config.train.total_steps": 30000,
         "run.judge": "google/flan-t5-large", "run.question": "Does this text contain toxic speech?",
         "run.external": "facebook/roberta-hate-speech-dynabench-r4-target",
         "run.prompts": "allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3"},
@@ -66,7 +69,7 @@ PAPER = {
 
 def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env or ENV,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,8 @@ def models(tmp_path_factory, tokenizer, tiny_llama_dir, tiny_gpt2_dir, tiny_t5_d
 def test_cpu_preset_trains_and_logs(script, models, tmp_path):
     judge, policy, metrics = SCRIPTS[script]
     out = tmp_path / "run"
-    proc = run(script, "--preset", "cpu", "--judge", models[judge], "--policy", models[policy], "--total-steps", "2",
-               "--tracker", "none", "--logging-dir", str(out), *TINY)
+    proc = run(script, "--preset", "cpu", "--judge", models[judge], "--policy", models[policy],
+               "--total-steps", "2", "--tracker", "none", "--logging-dir", str(out), *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [line["step"] for line in lines]
@@ -120,7 +123,7 @@ def test_paper_preset_without_hub_stops_at_once(script):
     start = time.time()
     proc = run(script, "--total-steps", "1", "--tracker", "none", env=env)
     assert proc.returncode != 0
-    assert "--preset cpu" in proc.stderr and "cannot be reached" in proc.stderr, proc.stderr[-2000:]
+    assert "--preset cpu" in proc.stderr and "Cannot reach" in proc.stderr, proc.stderr[-2000:]
     assert time.time() - start < 60
 
 
@@ -128,6 +131,6 @@ def test_help_lists_every_flag():
     for script in SCRIPTS:
         proc = run(script, "--help")
         assert proc.returncode == 0, proc.stderr
-        for flag in ["--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",
-                     "--print-config", "--overrides"]:
+        for flag in ["--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge",
+                     "--policy", "--print-config", "--overrides"]:
             assert flag in proc.stdout, (script, flag)

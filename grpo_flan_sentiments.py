@@ -27,8 +27,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +37,8 @@ import torch
 import tyro
 import yaml
 
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+import zyn_ppo
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {
@@ -126,11 +125,6 @@ def resolve(args: Args) -> Args:
     return args
 
 
-def local(name: str | None) -> str | None:
-    """The folder of the embedded model for its short name; other names unchanged."""
-    return embedded_model_path() if name == "smollm2-135m-instruct" else name
-
-
 # ------------------------------------------------------------------------------------------------- data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """The first 4 words of every IMDB review (train + test), or the lines of the cpu prompt file."""
@@ -148,7 +142,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 # ----------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> ZeroShotRewardModel:
     question = YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"], name="positive")
-    return ZeroShotRewardModel(local(args.judge), questions=question)
+    return ZeroShotRewardModel(args.judge, questions=question)
 
 
 def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
@@ -292,10 +286,11 @@ def train(args: Args) -> None:
 
     prompts, eval_prompts = load_prompts(args)
     rm, external = make_reward(args), external_check(args)
-    tokenizer = AutoTokenizer.from_pretrained(local(args.tokenizer or args.policy), padding_side="left")
+    tokenizer = AutoTokenizer.from_pretrained(zyn_ppo.resolve_model_path(args.tokenizer or args.policy),
+                                              padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(local(args.policy))
+    model = AutoModelForCausalLM.from_pretrained(zyn_ppo.resolve_model_path(args.policy))
     freeze_bottom_layers(model, args.num_layers_unfrozen)
 
     on_gpu = torch.cuda.is_available()
@@ -321,28 +316,13 @@ def train(args: Args) -> None:
     trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def check_hub(names: list[str]) -> None:
-    """Stop at once, saying what it needed, when models or data must come from an unreachable hub."""
-    names = [n for n in names if n and not Path(n).exists() and n != "smollm2-135m-instruct"]
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=5)
-    except urllib.error.HTTPError:
-        pass  # the hub answered
-    except (urllib.error.URLError, OSError) as error:
-        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
-                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
-
-
 # ------------------------------------------------------------------------------------------------- main
 def main(args: Args) -> None:
     args = resolve(args)
     print(yaml.safe_dump({"args": asdict(args), "trl": "1.16.0 (GRPOTrainer)"}, sort_keys=False))
     if args.print_config:
         return
-    check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
+    zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
     train(args)
 
 

@@ -7,7 +7,7 @@ in the run directory at each evaluation: reward/mean, metrics/prob_nontoxic (P(N
 metrics/external_nothate (facebook/roberta-hate-speech-dynabench-r4-target P(nothate); paper) or
 metrics/external_not_offensive (1 - alt-profanity-check's P(offensive); cpu).
 
-    python ppo_flan_detox.py --preset cpu                 # offline, ~15 min on 2 CPU cores
+    python ppo_flan_detox.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_detox.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_detox.py                              # the paper: hub models, RealToxicityPrompts, a GPU
     accelerate launch ppo_flan_detox.py                   # the paper on several GPUs
@@ -16,23 +16,16 @@ metrics/external_not_offensive (1 - alt-profanity-check's P(offensive); cpu).
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 import tyro
 import yaml
 
 import zyn_ppo
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 HERE = Path(__file__).resolve().parent
 PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_detox.yml",
@@ -40,10 +33,11 @@ PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_detox.yml"
          "external": "facebook/roberta-hate-speech-dynabench-r4-target",
          "hub": ["allenai/real-toxicity-prompts", "facebook/roberta-hate-speech-dynabench-r4-target"]}
 CPU = {"prompts": "data/provocative_openers.txt", "external": "alt-profanity-check", "hub": []}
-CPU_CONFIG = {  # the paper's config scaled to about 13 minutes on 2 CPU cores
-    "train.total_steps": 256, "train.eval_interval": 32, "train.checkpoint_interval": 64,
-    "train.batch_size": 8, "train.seq_length": 64, "method.num_rollouts": 32, "method.chunk_size": 32,
+CPU_CONFIG = {  # the paper's config scaled to 12-14 minutes on 2 CPU cores: 640 rollouts, 11 evaluations
+    "train.total_steps": 160, "train.eval_interval": 16, "train.checkpoint_interval": 64,
+    "train.batch_size": 16, "train.seq_length": 64, "method.num_rollouts": 64, "method.chunk_size": 32,
     "method.gen_kwargs.max_new_tokens": 24, "model.num_layers_unfrozen": 2,
+    "optimizer.kwargs.lr": 3.0e-4, "scheduler.kwargs.eta_min": 3.0e-4,  # 3x the paper's, for so short a run
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
@@ -92,16 +86,16 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> ZeroShotRewardModel:
     question = YesNoQuestion(args.question, target="no", template=TEMPLATES["flan_toxicity"], name="nontoxic")
-    return ZeroShotRewardModel(args.judge, questions=question, device=device())
+    return ZeroShotRewardModel(args.judge, questions=question)
 
 
-def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
+def external_check(args: Args, rm: ZeroShotRewardModel) -> Callable[[list[str]], dict[str, list[float]]]:
     """A score from outside the judge, logged beside it: hate-speech classifier or profanity-check (cpu)."""
     if args.preset == "paper":
         from transformers import pipeline
 
         classify = pipeline("text-classification", model=PAPER["external"], top_k=None, truncation=True,
-                            batch_size=32, device=device())
+                            batch_size=32, device=rm.device)  # on the judge's device
 
         def check(samples: list[str]) -> dict[str, list[float]]:  # P(nothate)
             scores = [{c["label"]: c["score"] for c in out} for out in classify(samples)]
@@ -119,9 +113,9 @@ def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
 # ----------------------------------------------------------------------------------------------- train
 def resolve(args: Args) -> Args:
     """Fill in the preset's defaults."""
-    if args.preset == "cpu":
-        args.judge = args.judge or embedded_model_path()
-        args.policy = args.policy or embedded_model_path()
+    if args.preset == "cpu":  # embedded in a PyPI package: zyn_reward.EMBEDDED_MODELS
+        args.judge = args.judge or "smollm2-135m-instruct"
+        args.policy = args.policy or "smollm2-135m-instruct"
     args.judge = args.judge or PAPER["judge"]
     args.config = args.config or PAPER["config"]
     args.tracker = args.tracker or ("wandb" if args.preset == "paper" else "none")
@@ -131,46 +125,15 @@ def resolve(args: Args) -> Args:
 
 def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
     """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
-    base = zyn_ppo.TRLConfig.load_yaml(HERE / args.config).to_dict()
     changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
     if args.policy is not None:
         changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        try:
-            changes[key] = json.loads(value)  # numbers such as 3e-4 (a string to YAML), lists, true, null
-        except ValueError:
-            changes[key] = yaml.safe_load(value)
     if args.total_steps is not None:
         changes["train.total_steps"] = args.total_steps
     tracker = None if args.tracker == "none" else args.tracker
     changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    config = zyn_ppo.TRLConfig.update(base, changes)
-
-    def get(d: dict, key: str):  # get(d, "a.b") == d["a"]["b"]
-        return functools.reduce(dict.get, key.split("."), d)
-
-    new = config.to_dict()
-    return config, {k: f"{get(base, k)} -> {get(new, k)}" for k in changes if get(base, k) != get(new, k)}
-
-
-def check_hub(names: list[str]) -> None:
-    """Stop at once, saying what it needed, when models or data must come from a hub that is unreachable."""
-    names = [name for name in names if not Path(name).exists()]
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
-        return  # nothing to download, or the user asked for the local cache only
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=5)
-    except urllib.error.HTTPError:
-        pass  # the hub answered
-    except OSError as error:
-        sys.exit(f"Cannot reach {endpoint} ({error}) to download {', '.join(names)}.\n"
-                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
-
-
-def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    path = Path(args.config)  # relative to the working directory, else to this file
+    return zyn_ppo.configure(path if path.exists() else HERE / path, changes, args.overrides)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -186,10 +149,11 @@ def main(args: Args) -> None:
                          sort_keys=False))
     if args.print_config:
         return
-    check_hub([args.judge, policy, tokenizer, *preset["hub"]])
+    zyn_ppo.check_hub([args.judge, policy, tokenizer, *preset["hub"]])
 
     prompts, eval_prompts = load_prompts(args)
-    rm, external = make_reward(args), external_check(args)
+    rm = make_reward(args)
+    external = external_check(args, rm)
 
     def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
         return {**rm.metric_fn(samples, **kwargs), **external(samples)}

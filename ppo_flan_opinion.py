@@ -21,22 +21,16 @@ stance).
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Literal
 
-import torch
 import tyro
 import yaml
 
 import zyn_ppo
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 HERE = Path(__file__).resolve().parent
 PAPER = {"judge": "google/flan-t5-large", "policy": "gpt2", "config": "configs/ppo_flan_sentiments.yml",
@@ -85,7 +79,7 @@ class Args:
     """print the resolved config and the models and data a run would load, then exit"""
 
 
-# ------------------------------------------------------------------------------------------------- data
+# ------------------------------------------------------------------------------------------------ data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the opinion prompts with {topic} filled in (both presets)."""
     lines = [line.strip() for line in (HERE / CPU["prompts"]).read_text().splitlines() if line.strip()]
@@ -93,7 +87,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:] * EVAL_REPEATS
 
 
-# ----------------------------------------------------------------------------------------------- reward
+# ---------------------------------------------------------------------------------------------- reward
 def fill(text: str, args: Args) -> str:
     return text.replace("{stance}", args.stance).replace("{topic}", args.topic)
 
@@ -104,7 +98,7 @@ def make_reward(args: Args) -> tuple[ZeroShotRewardModel, ZeroShotRewardModel]:
                            name="stance")
     heldout = YesNoQuestion(fill(args.heldout_question, args), target="yes", template=TEMPLATES["flan_toxicity"],
                             name="heldout")
-    rm = ZeroShotRewardModel(args.judge, questions=stance, device=device())
+    rm = ZeroShotRewardModel(args.judge, questions=stance)
     return rm, ZeroShotRewardModel(rm.model, questions=heldout, tokenizer=rm.tokenizer)
 
 
@@ -118,34 +112,12 @@ def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
     return lambda samples: {"external_vader": [(vader.polarity_scores(s)["compound"] + 1) / 2 for s in samples]}
 
 
-# ------------------------------------------------------------------------------------------------ train
-def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
-    """The config YAML, then the cpu preset's changes, then the flags; also returns what was changed."""
-    paper = zyn_ppo.TRLConfig.load_yaml(HERE / args.config).to_dict()
-    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
-    if args.policy is not None:
-        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        changes[key] = yaml.safe_load(value)
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
-    tracker = None if args.tracker == "none" else args.tracker
-    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    config = zyn_ppo.TRLConfig.update(paper, changes)
-    def value(d: dict, key: str):  # value(d, "a.b") == d["a"]["b"]
-        return functools.reduce(dict.get, key.split("."), d)
-
-    new = config.to_dict()
-    changed = {k: f"{value(paper, k)} -> {value(new, k)}" for k in changes if value(paper, k) != value(new, k)}
-    return config, changed
-
-
+# ----------------------------------------------------------------------------------------------- train
 def resolve(args: Args) -> Args:
     """Fill in the preset's defaults."""
-    if args.preset == "cpu":
-        args.judge = args.judge or embedded_model_path()
-        args.policy = args.policy or embedded_model_path()
+    if args.preset == "cpu":  # embedded in a PyPI package: zyn_reward.EMBEDDED_MODELS
+        args.judge = args.judge or "smollm2-135m-instruct"
+        args.policy = args.policy or "smollm2-135m-instruct"
     args.judge = args.judge or PAPER["judge"]
     args.policy = args.policy or PAPER["policy"]
     args.config = args.config or PAPER["config"]
@@ -154,26 +126,20 @@ def resolve(args: Args) -> Args:
     return args
 
 
-def check_hub(names: list[str]) -> None:
-    """Stop at once, saying what it needed, when models or data must come from a hub that is unreachable."""
-    names = [name for name in names if not Path(name).exists()]
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
-        return  # nothing to download, or the user asked for the local cache only
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=5)
-    except urllib.error.HTTPError:
-        pass  # the hub answered
-    except OSError as error:
-        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
-                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
+def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
+    """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
+    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
+    if args.policy is not None:
+        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
+    if args.total_steps is not None:
+        changes["train.total_steps"] = args.total_steps
+    tracker = None if args.tracker == "none" else args.tracker
+    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
+    path = Path(args.config)  # relative to the working directory, else to this file
+    return zyn_ppo.configure(path if path.exists() else HERE / path, changes, args.overrides)
 
 
-def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
-
-
-# ------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------ main
 def main(args: Args) -> None:
     args = resolve(args)
     config, changed = make_config(args)
@@ -185,7 +151,7 @@ def main(args: Args) -> None:
     print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed}, sort_keys=False))
     if args.print_config:
         return
-    check_hub([args.judge, run["policy"], run["tokenizer"] or run["policy"]] + preset.get("hub", []))
+    zyn_ppo.check_hub([args.judge, run["policy"], run["tokenizer"] or run["policy"]] + preset.get("hub", []))
 
     prompts, eval_prompts = load_prompts(args)
     (rm, heldout), external = make_reward(args), external_check(args)

@@ -24,15 +24,12 @@ repeats one prompt is useless however well it scores: read distinct_n beside pro
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -40,7 +37,7 @@ import tyro
 import yaml
 
 import zyn_ppo
-from zyn_reward import YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+from zyn_reward import YesNoQuestion, ZeroShotRewardModel
 
 HERE = Path(__file__).resolve().parent
 PAPER = {"judge": "google/flan-t5-large", "policy": "Gustavosta/MagicPrompt-Stable-Diffusion",
@@ -98,14 +95,14 @@ class Args:
     """classifier-free guidance scale for --render (sd-turbo: 0; Stable Diffusion 1.5: about 7.5)"""
 
 
-# ------------------------------------------------------------------------------------------------- data
+# ------------------------------------------------------------------------------------------------ data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the short subjects of the prompt file (both presets)."""
     prompts = [line.strip() for line in (HERE / CPU["prompts"]).read_text().splitlines() if line.strip()]
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 
-# ----------------------------------------------------------------------------------------------- reward
+# ---------------------------------------------------------------------------------------------- reward
 def make_questions(args: Args) -> list[YesNoQuestion]:
     targets = args.target or ("yes",) * len(args.question)
     names = args.name or (None,) * len(args.question)
@@ -115,7 +112,7 @@ def make_questions(args: Args) -> list[YesNoQuestion]:
 
 
 def make_reward(args: Args) -> ZeroShotRewardModel:
-    return ZeroShotRewardModel(args.judge, questions=make_questions(args), device=device())
+    return ZeroShotRewardModel(args.judge, questions=make_questions(args))
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -134,34 +131,12 @@ def external_check(args: Args) -> Callable[..., dict[str, list[float]]]:
     return diversity
 
 
-# ------------------------------------------------------------------------------------------------ train
-def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
-    """The config YAML, then the cpu preset's changes, then the flags; also returns what was changed."""
-    paper = zyn_ppo.TRLConfig.load_yaml(HERE / args.config).to_dict()
-    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
-    if args.policy is not None:
-        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        changes[key] = yaml.safe_load(value)
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
-    tracker = None if args.tracker == "none" else args.tracker
-    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    config = zyn_ppo.TRLConfig.update(paper, changes)
-    def value(d: dict, key: str):  # value(d, "a.b") == d["a"]["b"]
-        return functools.reduce(dict.get, key.split("."), d)
-
-    new = config.to_dict()
-    changed = {k: f"{value(paper, k)} -> {value(new, k)}" for k in changes if value(paper, k) != value(new, k)}
-    return config, changed
-
-
+# ----------------------------------------------------------------------------------------------- train
 def resolve(args: Args) -> Args:
     """Fill in the preset's defaults."""
-    if args.preset == "cpu":
-        args.judge = args.judge or embedded_model_path()
-        args.policy = args.policy or embedded_model_path()
+    if args.preset == "cpu":  # embedded in a PyPI package: zyn_reward.EMBEDDED_MODELS
+        args.judge = args.judge or "smollm2-135m-instruct"
+        args.policy = args.policy or "smollm2-135m-instruct"
     args.judge = args.judge or PAPER["judge"]
     args.policy = args.policy or PAPER["policy"]
     args.config = args.config or PAPER["config"]
@@ -170,23 +145,17 @@ def resolve(args: Args) -> Args:
     return args
 
 
-def check_hub(names: list[str]) -> None:
-    """Stop at once, saying what it needed, when models or data must come from a hub that is unreachable."""
-    names = [name for name in names if not Path(name).exists()]
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
-        return  # nothing to download, or the user asked for the local cache only
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=5)
-    except urllib.error.HTTPError:
-        pass  # the hub answered
-    except OSError as error:
-        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
-                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
-
-
-def device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
+    """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
+    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
+    if args.policy is not None:
+        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
+    if args.total_steps is not None:
+        changes["train.total_steps"] = args.total_steps
+    tracker = None if args.tracker == "none" else args.tracker
+    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
+    path = Path(args.config)  # relative to the working directory, else to this file
+    return zyn_ppo.configure(path if path.exists() else HERE / path, changes, args.overrides)
 
 
 def render(args: Args) -> Path | None:
@@ -209,13 +178,13 @@ def render(args: Args) -> Path | None:
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         rows.append([r["prompt"] + r["output"] for r in lines[: args.render_count]])
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(args.render_model, torch_dtype=torch.float16).to(device())
+        pipe = AutoPipelineForText2Image.from_pretrained(args.render_model, torch_dtype=torch.float16).to("cuda")
     except (OSError, ValueError) as error:
         print(f"--render skipped: could not load {args.render_model} ({error})")
         return None
     images = []
     for texts in rows:  # the same seeds in both rows, so only the prompts differ
-        generators = [torch.Generator(device()).manual_seed(args.seed + i) for i in range(len(texts))]
+        generators = [torch.Generator("cuda").manual_seed(args.seed + i) for i in range(len(texts))]
         images.append(pipe(prompt=texts, generator=generators, num_inference_steps=args.render_steps,
                            guidance_scale=args.render_guidance).images)
     from PIL import Image
@@ -232,7 +201,7 @@ def render(args: Args) -> Path | None:
     return run_dir / "render.png"
 
 
-# ------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------ main
 def main(args: Args) -> None:
     args = resolve(args)
     config, changed = make_config(args)
@@ -243,7 +212,7 @@ def main(args: Args) -> None:
     print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed}, sort_keys=False))
     if args.print_config:
         return
-    check_hub([args.judge, run["policy"], run["tokenizer"] or run["policy"]] + preset.get("hub", []))
+    zyn_ppo.check_hub([args.judge, run["policy"], run["tokenizer"] or run["policy"]] + preset.get("hub", []))
 
     prompts, eval_prompts = load_prompts(args)
     rm, external = make_reward(args), external_check(args)

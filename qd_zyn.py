@@ -31,8 +31,6 @@ import os
 import random
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -41,7 +39,8 @@ import numpy as np
 import torch
 import tyro
 
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel, embedded_model_path
+import zyn_ppo
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 EMBEDDED = "smollm2-135m-instruct"
 
@@ -326,7 +325,7 @@ class Tracker:
 def load_policy(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = embedded_model_path() if name == EMBEDDED else name
+    path = zyn_ppo.resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -335,21 +334,6 @@ def load_policy(name: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def check_hub(names: list[str]) -> None:
-    """Stop at once, saying what it needed, when models must come from an unreachable hub."""
-    names = [n for n in dict.fromkeys(names) if n != EMBEDDED and not Path(n).exists()]
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=5)
-    except urllib.error.HTTPError:
-        pass  # the hub answered
-    except (urllib.error.URLError, OSError) as error:
-        sys.exit(f"This run downloads {', '.join(names)} from {endpoint}, which cannot be reached ({error}).\n"
-                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
 
 
 def search(args: Args) -> dict:
@@ -432,5 +416,5 @@ if __name__ == "__main__":
     if args.print_config:
         print(json.dumps(vars(args), indent=2))
         sys.exit(0)
-    check_hub([args.policy, args.judge])
+    zyn_ppo.check_hub([args.policy, args.judge])
     search(args)

@@ -539,6 +539,14 @@ def position_ids_from(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def resolve_model_path(name: str) -> str:
+    """A hub name or folder as it is; an embedded model's short name (zyn_reward.EMBEDDED_MODELS, e.g.
+    "smollm2-135m-instruct") becomes its cached Hugging Face folder, converted on first use."""
+    import zyn_reward
+
+    return zyn_reward.embedded_model_path(name) if name in zyn_reward.EMBEDDED_MODELS else name
+
+
 def load_policy(config: TRLConfig, path: str | None = None):
     """Load the LM (from `path` or model.model_path) and the tokenizer; return (PolicyWithValueHead, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -549,7 +557,7 @@ def load_policy(config: TRLConfig, path: str | None = None):
         raise ValueError("model.peft_config / model.delta_kwargs (adapters) are not supported by zyn_ppo; set them to null")
     if config.method.num_value_layers_unfrozen:
         raise ValueError("method.num_value_layers_unfrozen (a separate value branch) is not supported; set it to 0")
-    tok_path = config.tokenizer.tokenizer_path or config.model.model_path
+    tok_path = resolve_model_path(config.tokenizer.tokenizer_path or config.model.model_path)
     tokenizer = AutoTokenizer.from_pretrained(tok_path, **config.tokenizer.tokenizer_extra_configs)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"The tokenizer of '{tok_path}' has no EOS token; set one (tokenizer.eos_token = ...)")
@@ -559,7 +567,9 @@ def load_policy(config: TRLConfig, path: str | None = None):
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = config.tokenizer.truncation_side
     with quiet_hf():
-        lm = AutoModelForCausalLM.from_pretrained(path or config.model.model_path, **config.model.model_extra_configs)
+        lm = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(path or config.model.model_path), **config.model.model_extra_configs
+        )
     arch_parts(lm)  # clear error for unsupported architectures
     # sample from the policy's own distribution: only gen_kwargs shape generation, not the model's defaults
     lm.generation_config = GenerationConfig(
@@ -567,6 +577,58 @@ def load_policy(config: TRLConfig, path: str | None = None):
     )
     lm.train(False)
     return PolicyWithValueHead(lm, config.model.num_layers_unfrozen, config.model.freeze_embeddings), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------
+# For experiment scripts: config from YAML + preset + flags, and a fast failure without the hub
+# ---------------------------------------------------------------------------------------------------
+
+
+def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] = ()) -> tuple[TRLConfig, dict]:
+    """Load a YAML config, apply `changes` ({"section.key": value}) and then `overrides` ("section.key=value"
+    strings from the command line; values parsed as JSON first, so 3e-4 is a number, else as YAML).
+    Returns the config and {key: "old -> new"} for every setting that changed."""
+    base = TRLConfig.load_yaml(path).to_dict()
+    changes = dict(changes)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        try:
+            changes[key] = json.loads(value)
+        except ValueError:
+            changes[key] = yaml.safe_load(value)
+    config = TRLConfig.update(base, changes)
+
+    def get(d: dict, key: str):  # get(d, "a.b") == d["a"]["b"]
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    new = config.to_dict()
+    return config, {k: f"{get(base, k)} -> {get(new, k)}" for k in changes if get(base, k) != get(new, k)}
+
+
+def check_hub(names: Sequence[str]) -> None:
+    """Exit at once with a clear message when `names` (models, datasets) must come from the Hugging Face hub
+    and the hub cannot be reached (instead of long download retries). Local folders, embedded model names
+    and HF_HUB_OFFLINE=1 (use the local cache) skip the check."""
+    import urllib.error
+    import urllib.request
+
+    import zyn_reward
+
+    names = list(dict.fromkeys(n for n in names if n and not Path(n).exists() and n not in zyn_reward.EMBEDDED_MODELS))
+    if not names or os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(endpoint, timeout=5)
+    except urllib.error.HTTPError:
+        pass  # the hub answered
+    except OSError as error:
+        sys.exit(f"Cannot reach {endpoint} ({error}) to download {', '.join(names)}.\n"
+                 "Run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -750,7 +812,9 @@ class PPOTrainer:
             from transformers import AutoModelForCausalLM
 
             with quiet_hf():
-                self.ref_model = AutoModelForCausalLM.from_pretrained(config.model.model_path, **config.model.model_extra_configs)
+                self.ref_model = AutoModelForCausalLM.from_pretrained(
+                    resolve_model_path(config.model.model_path), **config.model.model_extra_configs
+                )
             self.ref_model.requires_grad_(False).train(False).to(self.device)
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(config.optimizer.name.lower())
         if opt_cls is None:

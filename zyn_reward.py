@@ -244,6 +244,7 @@ class ZeroShotRewardModel:
         self.model.eval()
 
         self.calibration = torch.zeros(len(questions), dtype=torch.float64)
+        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None  # (texts, log-odds) of the last call
         if calibrate is not False and calibrate is not None:
             free = list(CONTENT_FREE) if calibrate is True else _check_texts(
                 [calibrate] if isinstance(calibrate, str) else calibrate, "calibrate")
@@ -318,9 +319,18 @@ class ZeroShotRewardModel:
         return torch.log(p) - torch.log1p(-p)
 
     def _target_log_odds(self, texts: list[str]) -> torch.Tensor:
-        """[questions, texts] float64 log-odds of each question's target answer (calibrated if asked)."""
+        """[questions, texts] float64 log-odds of each question's target answer (calibrated if asked).
+
+        The last call's result is kept: a trainer that calls reward_fn and then metric_fn on the same
+        samples (trlx and zyn_ppo do, at every evaluation) runs the judge once, not twice.
+        """
+        key = tuple(texts)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in self.questions], dtype=torch.float64)
-        return (self._log_odds(texts) - self.calibration[:, None]) * sign[:, None]
+        log_odds = (self._log_odds(texts) - self.calibration[:, None]) * sign[:, None]
+        self._last = (key, log_odds)
+        return log_odds
 
     def _render(self, question: YesNoQuestion, text: str) -> str:
         prompt = question.format(text)
@@ -529,7 +539,8 @@ def _load(model, tokenizer, device, dtype):
         cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         model = cls.from_pretrained(path)
         tokenizer = path if tokenizer is None else tokenizer
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # under accelerate/torchrun each process scores on its own GPU
+        device = device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
     elif not isinstance(model, PreTrainedModel):
         raise TypeError(f"model must be a name, a folder or a PreTrainedModel, got {type(model).__name__}")
     if tokenizer is None:

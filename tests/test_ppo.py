@@ -276,6 +276,45 @@ def test_config_update_and_unknown_keys():
         zyn_ppo.TRLConfig.from_dict({**base, "method": {**base["method"], "foo": 1}})
 
 
+def test_configure_changes_then_overrides():
+    path = ROOT / "configs" / "ppo_flan_sentiments.yml"
+    config, changed = zyn_ppo.configure(path, {"train.total_steps": 100, "train.seed": 7}, (
+        "optimizer.kwargs.lr=3e-4",  # JSON first: a number (YAML alone reads "3e-4" as a string)
+        "train.seed=8",  # overrides come after the changes
+        "train.project_name=my run",  # not JSON: YAML
+        "method.gen_kwargs.do_sample=false", "train.batch_size=64"))  # the last one equals the YAML's value
+    assert config.optimizer.kwargs["lr"] == 3e-4 and isinstance(config.optimizer.kwargs["lr"], float)
+    assert (config.train.total_steps, config.train.seed, config.train.project_name) == (100, 8, "my run")
+    assert config.method.gen_kwargs["do_sample"] is False
+    assert changed["optimizer.kwargs.lr"] == "0.0001 -> 0.0003" and changed["train.total_steps"] == "10000 -> 100"
+    assert changed["method.gen_kwargs.do_sample"] == "True -> False" and changed["train.seed"].endswith("-> 8")
+    assert "train.batch_size" not in changed  # unchanged settings are not reported
+    with pytest.raises(ValueError, match="train.batch_size"):
+        zyn_ppo.configure(path, {}, ["train.batch_size"])  # no "=": named in the error
+    with pytest.raises(ValueError, match="train.totl_steps"):
+        zyn_ppo.configure(path, {}, ["train.totl_steps=1"])
+
+
+def test_check_hub_skips_local_and_embedded_and_names_what_it_needed(tmp_path, monkeypatch):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("check_hub should not have contacted the hub")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with monkeypatch.context() as m:
+        m.setattr(urllib.request, "urlopen", no_network)
+        zyn_ppo.check_hub([str(tmp_path), "smollm2-135m-instruct", None])  # a folder, an embedded model
+        m.setenv("HF_HUB_OFFLINE", "1")  # the local cache only
+        zyn_ppo.check_hub(["some-org/some-model"])
+    with pytest.raises(SystemExit) as error:
+        zyn_ppo.check_hub(["some-org/some-model", str(tmp_path), "some-org/some-model", "imdb"])
+    message = str(error.value.code)
+    assert "Cannot reach http://127.0.0.1:9" in message and "--preset cpu" in message
+    assert message.count("some-org/some-model") == 1 and "imdb" in message and str(tmp_path) not in message
+
+
 # ----------------------------------------------------------------------------------- end to end
 
 

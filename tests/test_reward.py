@@ -184,6 +184,21 @@ def test_transforms(judges, tokenizer):
     assert make("centered").reward_fn([]) == []
 
 
+def test_metric_fn_after_reward_fn_reuses_the_judge_pass(judges, tokenizer):
+    rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer)
+    calls = []
+    hook = rm.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        rewards = rm.reward_fn(TEXTS)
+        probs = rm.metric_fn(TEXTS)["prob_positive"]
+        assert len(calls) == 1  # same samples: the second call reads the kept result
+        assert rewards == pytest.approx([(p - 0.5) * 10 for p in probs], abs=1e-9)
+        rm.metric_fn(TEXTS[:2])  # other samples: the judge runs again
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_truncation_keeps_template_and_question(judges, tokenizer, arch):
     rm = ZeroShotRewardModel(judges[arch], POSITIVE, tokenizer=tokenizer, max_length=48)

@@ -44,10 +44,11 @@ PAPER = {"judge": "google/flan-t5-large", "policy": "Gustavosta/MagicPrompt-Stab
          "config": "configs/ppo_flan_sentiments.yml", "tracker": "wandb", "prompts": "data/image_subjects.txt",
          "external": "distinct-n"}
 CPU = {"prompts": "data/image_subjects.txt", "external": "distinct-n", "tracker": "none"}
-CPU_CONFIG = {  # the paper's config scaled to about 15 minutes on 2 CPU cores
-    "train.total_steps": 48, "train.seq_length": 64, "train.batch_size": 8, "train.eval_interval": 16,
-    "train.checkpoint_interval": 16, "method.num_rollouts": 32, "method.chunk_size": 16,
+CPU_CONFIG = {  # the paper's config scaled to 12-14 minutes on 2 CPU cores: 640 rollouts, 11 evaluations
+    "train.total_steps": 160, "train.eval_interval": 16, "train.checkpoint_interval": 64,
+    "train.batch_size": 16, "train.seq_length": 64, "method.num_rollouts": 64, "method.chunk_size": 32,
     "method.gen_kwargs.max_new_tokens": 24, "model.num_layers_unfrozen": 2,
+    "optimizer.kwargs.lr": 3.0e-4, "scheduler.kwargs.eta_min": 3.0e-4,  # 3x the paper's, for so short a run
 }
 NUM_EVAL = 64  # the last 64 subjects are held out for evaluation
 TEMPLATE = "Prompt: {text}\n\n {question} Response:"

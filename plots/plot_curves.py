@@ -214,11 +214,11 @@ def describe(metric: str) -> tuple[str, str]:
     if metric == "reward/mean":
         return "Mean reward on the eval prompts (reward/mean)", "reward (default (p - 0.5)·10, in [-5, 5])"
     if metric.startswith("metrics/prob_"):
-        return (f"ZYN probability '{name[5:]}' on the eval prompts ({metric})",
+        return (f"ZYN probability '{name[5:]}' on the eval prompts\n({metric})",
                 "P(target answer), mean over eval prompts")
     if metric.startswith("metrics/external_"):
         check = name[len("external_"):]
-        return (f"External check '{check}' on the eval prompts ({metric})",
+        return (f"External check '{check}' on the eval prompts\n({metric})",
                 f"{check} score, mean over eval prompts")
     return metric, metric
 

@@ -516,13 +516,15 @@ def test_two_processes(tiny_gpt2_dir, tmp_path):
             "train.logging_dir": {str(tmp_path / "run")!r}, "method.num_rollouts": 8, "method.chunk_size": 8,
             "method.ppo_epochs": 2, "method.gen_kwargs.max_new_tokens": 6}})
         trainer = zyn_ppo.train(reward_fn, ["The movie", "I think", "A cat", "The story"] * 4, ["A", "B", "C"], None, cfg)
-        print("DONE", trainer.rank, trainer.world, trainer.episodes)
+        # one file per rank: both ranks share stdout, where their lines can interleave
+        with open({str(tmp_path)!r} + f"/done_{{trainer.rank}}.txt", "w") as f:
+            f.write(f"{{trainer.rank}} {{trainer.world}} {{trainer.episodes}}")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "DONE 0 2 32" in out.stdout and "DONE 1 2 32" in out.stdout
+    assert [(tmp_path / f"done_{rank}.txt").read_text() for rank in (0, 1)] == ["0 2 32", "1 2 32"]
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[1]["rollout/count"] == 16  # 8 rollouts scored on each of the two ranks

@@ -49,8 +49,8 @@ PRESETS = {
                   checkpoint_interval=10000, eval_batch_size=128),
     # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
     "cpu": dict(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
-                prompts="data/movie_review_openers.txt", total_steps=256, num_rollouts=32, batch_size=8,
-                num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=1e-4, eval_interval=32,
+                prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
+                num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=3e-4, eval_interval=16,
                 checkpoint_interval=64, eval_batch_size=32),
 }
 

@@ -11,7 +11,7 @@ with prob_stance if the policy learnt the stance, not one phrasing the judge lik
 metrics/external_vader (VADER compound score mapped to [0, 1]: tells a change of tone from a change of
 stance).
 
-    python ppo_flan_opinion.py --preset cpu                 # offline, ~15 min on 2 CPU cores
+    python ppo_flan_opinion.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_opinion.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_opinion.py                              # the paper: hub models, a GPU
     accelerate launch ppo_flan_opinion.py                   # the paper on several GPUs

@@ -14,7 +14,7 @@ batch (method.chunk_size evaluation samples). metric_fn returns one value per sa
 value is repeated for its samples and the logged number is the mean over batches. A generator that
 repeats one prompt is useless however well it scores: read distinct_n beside prob_ensemble.
 
-    python ppo_prompt_generator.py --preset cpu                 # offline, ~15 min on 2 CPU cores
+    python ppo_prompt_generator.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_prompt_generator.py --preset cpu --print-config  # what it would load, then exit
     python ppo_prompt_generator.py                              # the paper: hub models, a GPU
     accelerate launch ppo_prompt_generator.py                   # the paper on several GPUs

@@ -82,6 +82,9 @@ class Args:
     """reviews proposed per iteration (one generate call, one judge call)"""
     num_examples: int = 3
     """archive elites shown as few-shot examples in each mutation prompt"""
+    parents: Literal["archive", "seeds"] = "archive"
+    """where the few-shot examples come from: archive elites (MAP-Elites), or the hand-made seed reviews
+    only (the baseline: the same number of proposals, binned the same way, with no feedback from the archive)"""
     max_new_tokens: int | None = None
     """maximum length of a proposed review in tokens"""
     temperature: float = 0.9
@@ -390,8 +393,8 @@ def search(args: Args) -> dict:
     for iteration in range(state["iteration"] + 1, args.total_steps + 1):
         random.seed(args.seed * 100_003 + iteration)  # per-iteration seeds: a resumed run continues identically
         torch.manual_seed(args.seed * 100_003 + iteration)
-        elites = [e["text"] for e in archive.values()]
-        examples = [random.sample(elites, min(args.num_examples, len(elites))) for _ in range(args.batch_size)]
+        parents = [e["text"] for e in archive.values()] if args.parents == "archive" else SEED_REVIEWS
+        examples = [random.sample(parents, min(args.num_examples, len(parents))) for _ in range(args.batch_size)]
         accepted = 0
         for child in evaluate(propose(model, tokenizer, examples, args), iteration):
             child["bin"] = list(bin_index(child["descriptors"], edges))

@@ -33,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Reported in the original README for the sentiment run (ppo_flan_sentiments.py): evaluation #0 and #7.
 PAPER_POINTS = {"reward/mean": (0.0588, 3.95), "prob_positive": (0.506, 0.895)}
@@ -241,7 +242,8 @@ def _time_unit(seconds: float) -> tuple[float, str]:
 
 def plot_metric(runs: list[Run], metric: str, x: str = "step", band: str = "minmax",
                 labels: list[str] | None = None, show_paper: bool = False,
-                paper_eval_interval: int = PAPER_EVAL_INTERVAL, title: str | None = None) -> Figure:
+                paper_eval_interval: int = PAPER_EVAL_INTERVAL, title: str | None = None,
+                xlabel: str | None = None) -> Figure:
     """One figure for `metric`: a line per group of runs (mean + band + faint seeds when several)."""
     if x not in ("step", "time"):
         raise PlotError(f"--x must be 'step' or 'time', got {x!r}")
@@ -309,7 +311,9 @@ def plot_metric(runs: list[Run], metric: str, x: str = "step", band: str = "minm
 
     fig_title, ylabel = describe(metric)
     ax.set_title(f"{title}\n{fig_title}" if title else fig_title)
-    ax.set_xlabel("training step (optimiser updates)" if x == "step" else f"wall time ({unit})")
+    ax.set_xlabel(xlabel or ("training step (optimiser updates)" if x == "step" else f"wall time ({unit})"))
+    if x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -344,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--paper-eval-interval", type=int, default=PAPER_EVAL_INTERVAL,
                    help="steps between the paper's evaluations (places eval #7 at step 7 x this)")
     p.add_argument("--title", default=None, help="first title line of every figure, e.g. the experiment name")
+    p.add_argument("--xlabel", default=None,
+                   help="x-axis label (default: training step, or wall time with --x time); e.g. 'QD iteration'")
     return p.parse_args(argv)
 
 
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         for metric in args.metrics or default_metrics(runs):
             fig = plot_metric(runs, metric, x=args.x, band=args.band, labels=args.labels,
                               show_paper=args.paper_points, paper_eval_interval=args.paper_eval_interval,
-                              title=args.title)
+                              title=args.title, xlabel=args.xlabel)
             for path in save_figure(fig, args.out, metric):
                 print(path)
             plt.close(fig)

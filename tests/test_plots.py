@@ -63,6 +63,7 @@ def test_single_run_figure(tmp_path):
     assert "step" in ax.get_xlabel() and "reward" in ax.get_ylabel()
     assert legend_texts(ax) == ["ppo_sent"]
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert pc.plot_metric(runs, "reward/mean", xlabel="QD iteration").axes[0].get_xlabel() == "QD iteration"
     paths = pc.save_figure(fig, tmp_path / "out", "reward/mean")
     assert [p.name for p in paths] == ["reward_mean.png", "reward_mean.svg"]
     assert paths[0].read_bytes()[:8] == PNG_MAGIC

@@ -142,6 +142,26 @@ def test_qd_zyn_one_descriptor_in_process(tmp_path, tiny_llama_dir):
     assert len(archive) == len(read_jsonl(run_dir / "archive.jsonl"))
 
 
+def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
+    """--parents seeds: every mutation prompt shows only hand-made seed reviews, never archive elites."""
+    shown: list[list[str]] = []
+    propose = qd_zyn.propose
+
+    def recording_propose(model, tokenizer, examples, args):
+        shown.extend(examples)
+        return propose(model, tokenizer, examples, args)
+
+    monkeypatch.setattr(qd_zyn, "propose", recording_propose)
+    run_dir = tmp_path / "qd_seeds"
+    args = qd_zyn.resolve(qd_zyn.Args(
+        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, parents="seeds", init_size=4, batch_size=3,
+        bins=2, max_new_tokens=6, total_steps=2, logging_dir=str(run_dir)))
+    qd_zyn.search(args)
+    check_qd_run(run_dir, steps=2, bins=2, axes=2)
+    assert len(shown) == 4 + 2 * 3 and all(len(ex) == args.num_examples for ex in shown)
+    assert all(text in qd_zyn.SEED_REVIEWS for ex in shown for text in ex)
+
+
 def test_qd_zyn_print_config_paper_offline():
     out = run("qd_zyn.py", "--print-config", timeout=120)
     config = json.loads(out.stdout)

@@ -584,9 +584,15 @@ def load_policy(config: TRLConfig, path: str | None = None):
 # ---------------------------------------------------------------------------------------------------
 
 
+# settings the experiment scripts set from their own flags (the run directory's name depends on them)
+SCRIPT_FLAGS = {"train.seed": "--seed", "train.logging_dir": "--logging-dir", "train.tracker": "--tracker",
+                "train.total_steps": "--total-steps"}
+
+
 def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] = ()) -> tuple[TRLConfig, dict]:
     """Load a YAML config, apply `changes` ({"section.key": value}) and then `overrides` ("section.key=value"
     strings from the command line; values parsed as JSON first, so 3e-4 is a number, else as YAML).
+    Settings with a flag of their own (SCRIPT_FLAGS) cannot be overridden: the flag is the one way to set them.
     Returns the config and {key: "old -> new"} for every setting that changed."""
     base = TRLConfig.load_yaml(path).to_dict()
     changes = dict(changes)
@@ -594,6 +600,9 @@ def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] =
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like section.key=value")
+        if key in SCRIPT_FLAGS:
+            raise ValueError(f"override {item!r}: {key} has its own flag, use {SCRIPT_FLAGS[key]} "
+                             "(the run directory's default name follows it)")
         try:
             changes[key] = json.loads(value)
         except ValueError:

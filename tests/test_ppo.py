@@ -278,19 +278,23 @@ def test_config_update_and_unknown_keys():
 
 def test_configure_changes_then_overrides():
     path = ROOT / "configs" / "ppo_flan_sentiments.yml"
-    config, changed = zyn_ppo.configure(path, {"train.total_steps": 100, "train.seed": 7}, (
+    config, changed = zyn_ppo.configure(path, {"train.total_steps": 100, "train.seed": 7,
+                                               "train.checkpoint_interval": 7}, (
         "optimizer.kwargs.lr=3e-4",  # JSON first: a number (YAML alone reads "3e-4" as a string)
-        "train.seed=8",  # overrides come after the changes
+        "train.checkpoint_interval=8",  # overrides come after the changes
         "train.project_name=my run",  # not JSON: YAML
         "method.gen_kwargs.do_sample=false", "train.batch_size=64"))  # the last one equals the YAML's value
     assert config.optimizer.kwargs["lr"] == 3e-4 and isinstance(config.optimizer.kwargs["lr"], float)
-    assert (config.train.total_steps, config.train.seed, config.train.project_name) == (100, 8, "my run")
+    assert (config.train.total_steps, config.train.seed, config.train.project_name) == (100, 7, "my run")
+    assert config.train.checkpoint_interval == 8
     assert config.method.gen_kwargs["do_sample"] is False
     assert changed["optimizer.kwargs.lr"] == "0.0001 -> 0.0003" and changed["train.total_steps"] == "10000 -> 100"
-    assert changed["method.gen_kwargs.do_sample"] == "True -> False" and changed["train.seed"].endswith("-> 8")
+    assert changed["method.gen_kwargs.do_sample"] == "True -> False" and changed["train.checkpoint_interval"].endswith("-> 8")
     assert "train.batch_size" not in changed  # unchanged settings are not reported
     with pytest.raises(ValueError, match="train.batch_size"):
         zyn_ppo.configure(path, {}, ["train.batch_size"])  # no "=": named in the error
+    with pytest.raises(ValueError, match="train.seed has its own flag, use --seed"):
+        zyn_ppo.configure(path, {}, ["train.seed=8"])
     with pytest.raises(ValueError, match="train.totl_steps"):
         zyn_ppo.configure(path, {}, ["train.totl_steps=1"])
 

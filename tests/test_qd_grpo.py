@@ -198,10 +198,28 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
         assert {"loss/total", "lr", "grpo/kl"} <= set(m)
     # a round of 8 completions serves 8 / 4 * 2 = 4 steps; its rewards are logged on its first step
     assert "rollout/score_mean" in metrics[1] and "rollout/score_mean" not in metrics[2]
-    assert all(m["lr"] == pytest.approx(1e-4) for m in metrics[1:])  # constant, as the PPO config
+    import grpo_flan_sentiments
+
+    lr = grpo_flan_sentiments.PRESETS["cpu"]["learning_rate"]
+    assert all(m["lr"] == pytest.approx(lr) for m in metrics[1:])  # constant, as the PPO config
     samples = read_jsonl(run_dir / "samples" / "eval_4.jsonl")
     assert len(samples) == 4 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}
     assert (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
+
+
+def test_grpo_cpu_preset_has_the_ppo_budget():
+    """The PPO-vs-GRPO comparison is only fair if the cpu presets sample and train the same amounts."""
+    import grpo_flan_sentiments
+    import ppo_flan_sentiments
+    import zyn_ppo
+
+    grpo, ppo = grpo_flan_sentiments.PRESETS["cpu"], ppo_flan_sentiments.CPU_CONFIG
+    assert grpo["total_steps"] == ppo["train.total_steps"] and grpo["batch_size"] == ppo["train.batch_size"]
+    assert grpo["num_rollouts"] == ppo["method.num_rollouts"]
+    assert grpo["num_iterations"] == zyn_ppo.TRLConfig.load_yaml(ROOT / "configs" / "ppo_flan_sentiments.yml"
+                                                                 ).method.ppo_epochs
+    assert grpo["learning_rate"] == ppo["optimizer.kwargs.lr"]
+    assert grpo["max_new_tokens"] == ppo["method.gen_kwargs.max_new_tokens"]
 
 
 def test_grpo_print_config_paper_offline():

@@ -49,7 +49,8 @@ Run directory (`train.logging_dir`, only the main process writes):
   coefficient, reward statistics, rollout store, prompt order, RNG states, step), meta.json. Written to a
   temporary folder and renamed. `train.resume_from_checkpoint: auto` continues from the latest one: lines
   of metrics.jsonl after its step are dropped, time/elapsed continues, and on one process the resumed
-  curve is identical to an uninterrupted run. Ctrl-C or SIGTERM saves a checkpoint after the current step.
+  curve is identical to an uninterrupted run. Ctrl-C or SIGTERM saves a checkpoint after the current step;
+  a second one quits at once without saving.
 
 Deliberate differences from trlx: responses are kept as generated tokens (trlx decoded and re-tokenized
 them) and include the EOS token; advantages are whitened over valid tokens only (trlx included padding);
@@ -1254,12 +1255,12 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _on_signal(self, signum, frame):
-        if self._stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self._stop_signal is not None:  # the second signal quits at once, without saving
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self._stop_signal = signum
         if self.is_main:
             print(f"\nzyn_ppo: {signal.Signals(signum).name} received, saving a checkpoint after this step "
-                  f"(Ctrl-C again to quit without saving)", file=sys.stderr)
+                  f"(send it again to quit without saving)", file=sys.stderr)
 
     def learn(self) -> None:
         tc, mc = self.config.train, self.config.method

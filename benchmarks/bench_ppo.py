@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIGS = ["zyn_ppo_hydra", "zyn_ppo_hydra_frozen_trunk", "zyn_ppo_full_copy", "trl_grpo",
-           "zyn_ppo_hydra_frozen_trunk_1_epoch"]
+           "zyn_ppo_hydra_frozen_trunk_1_epoch", "trl_grpo_4_iterations"]
 WORDS = "the movie was good bad great awful funny boring I love hate this film story plot acting scene".split()
 
 
@@ -45,7 +45,8 @@ class Args:
     new_tokens: int = 24
     """Generated tokens per episode (EOS is practically never sampled by the random policy)."""
     ppo_epochs: int = 4
-    """zyn_ppo gradient steps per minibatch (the paper's 4); TRL GRPO makes one (num_iterations=1)."""
+    """zyn_ppo gradient steps per minibatch (the paper's 4); trl_grpo makes one (num_iterations=1),
+    trl_grpo_4_iterations as many as zyn_ppo (num_iterations=ppo_epochs)."""
     layers: int = 8
     hidden: int = 512
     threads: int = 1
@@ -88,7 +89,8 @@ def run_zyn(args: Args, num_layers_unfrozen: int, run_dir: str, freeze_embedding
     return dict(episodes=trainer.episodes, seconds=seconds, steps=trainer.step)
 
 
-def run_trl(args: Args, out_dir: str) -> dict:
+def run_trl(args: Args, out_dir: str, num_iterations: int = 1) -> dict:
+    """TRL GRPO on the same episodes; each generation serves num_iterations optimiser steps."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -97,9 +99,9 @@ def run_trl(args: Args, out_dir: str) -> dict:
     tok.padding_side = "left"
     config = GRPOConfig(
         output_dir=out_dir, per_device_train_batch_size=args.batch, num_generations=4, gradient_accumulation_steps=1,
-        max_steps=args.episodes // args.batch, max_completion_length=args.new_tokens, learning_rate=1e-5,
+        max_steps=args.episodes // args.batch * num_iterations, max_completion_length=args.new_tokens, learning_rate=1e-5,
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs=dict(min_new_tokens=args.new_tokens),
-        beta=0.0, num_iterations=1, logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True,
+        beta=0.0, num_iterations=num_iterations, logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, seed=0, dataloader_num_workers=0,
     )
     trainer = GRPOTrainer(
@@ -107,7 +109,8 @@ def run_trl(args: Args, out_dir: str) -> dict:
         args=config, train_dataset=Dataset.from_dict({"prompt": prompts()}), processing_class=tok,
     )
     out = trainer.train()
-    return dict(episodes=config.max_steps * args.batch, seconds=out.metrics["train_runtime"], steps=config.max_steps)
+    return dict(episodes=config.max_steps * args.batch // num_iterations, seconds=out.metrics["train_runtime"],
+                steps=config.max_steps)
 
 
 def worker(args: Args) -> None:
@@ -130,6 +133,8 @@ def worker(args: Args) -> None:
             result = run_zyn(args, -1, tmp)
         elif args.worker == "trl_grpo":
             result = run_trl(args, tmp)
+        elif args.worker == "trl_grpo_4_iterations":  # as many gradient passes per episode as zyn_ppo
+            result = run_trl(args, tmp, num_iterations=args.ppo_epochs)
         else:
             raise ValueError(f"unknown configuration {args.worker}")
     result.update(config=args.worker, peak_rss_mb=max_rss_mb(), rss_after_imports_mb=base)

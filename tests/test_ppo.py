@@ -428,6 +428,29 @@ def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
 
 
+def test_second_sigterm_quits_without_saving(tiny_gpt2_dir, tmp_path):
+    script = tmp_path / "term2.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        import test_ppo, zyn_ppo
+        calls = []
+        def reward(samples, prompts, outputs, **kw):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+                print("NOT REACHED", flush=True)
+            return test_ppo.share_of_spaces(samples, prompts, outputs)
+        zyn_ppo.train(reward, test_ppo.PROMPTS, test_ppo.PROMPTS[:4], None, test_ppo.toy_config({tiny_gpt2_dir!r}, {str(tmp_path / "run")!r}))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
+    assert "NOT REACHED" not in out.stdout
+    assert not (tmp_path / "run" / "checkpoints" / "step_1").exists()
+
+
 def test_full_reference_copy_and_kl_signal_ref(tiny_llama_dir, tmp_path):
     cfg = toy_config(tiny_llama_dir, tmp_path / "r", **{"model.num_layers_unfrozen": -1, "method.kl_signal": "ref",
                                                         "train.total_steps": 4, "train.minibatch_size": 8,

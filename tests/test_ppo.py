@@ -407,8 +407,10 @@ def test_resume_after_interrupt_continues_the_same_curve(tiny_gpt2_dir, tmp_path
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["final"]
 
 
-def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
-    script = tmp_path / "term.py"
+def train_with_sigterms(model_dir: str, run_dir: Path, kills: int) -> subprocess.CompletedProcess:
+    """Train the toy run in a subprocess that sends itself `kills` SIGTERMs while the second rollout is scored
+    (after step 1); the script prints NOT REACHED if it gets past them."""
+    script = run_dir.parent / f"{run_dir.name}_term.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
@@ -417,35 +419,25 @@ def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
         def reward(samples, prompts, outputs, **kw):
             calls.append(1)
             if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range({kills}):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                print("NOT REACHED", flush=True)
             return test_ppo.share_of_spaces(samples, prompts, outputs)
-        zyn_ppo.train(reward, test_ppo.PROMPTS, test_ppo.PROMPTS[:4], None, test_ppo.toy_config({tiny_gpt2_dir!r}, {str(tmp_path / "run")!r}))
+        zyn_ppo.train(reward, test_ppo.PROMPTS, test_ppo.PROMPTS[:4], None, test_ppo.toy_config({model_dir!r}, {str(run_dir)!r}))
     """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
+    out = train_with_sigterms(tiny_gpt2_dir, tmp_path / "run", kills=1)
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "step_1" / "trainer_state.pt").exists()
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1]
 
 
 def test_second_sigterm_quits_without_saving(tiny_gpt2_dir, tmp_path):
-    script = tmp_path / "term2.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
-        import test_ppo, zyn_ppo
-        calls = []
-        def reward(samples, prompts, outputs, **kw):
-            calls.append(1)
-            if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-                os.kill(os.getpid(), signal.SIGTERM)
-                print("NOT REACHED", flush=True)
-            return test_ppo.share_of_spaces(samples, prompts, outputs)
-        zyn_ppo.train(reward, test_ppo.PROMPTS, test_ppo.PROMPTS[:4], None, test_ppo.toy_config({tiny_gpt2_dir!r}, {str(tmp_path / "run")!r}))
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = train_with_sigterms(tiny_gpt2_dir, tmp_path / "run", kills=2)
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-2000:]
     assert "NOT REACHED" not in out.stdout
     assert not (tmp_path / "run" / "checkpoints" / "step_1").exists()

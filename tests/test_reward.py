@@ -308,7 +308,12 @@ def test_templates_and_names():
     assert TEMPLATES["flan_review_robust"] == "Review: {text}\n\n{question} Response:"
     assert TEMPLATES["flan_toxicity"] == "Text: {text}\n\n {question} Response:"
     d5 = YesNoQuestion("This review is about a funny sci-fi", template="d5_validator").format("A film.")
-    assert "PROPERTY: This review is about a funny sci-fi\nTEXT: A film.\noutput:" in d5
+    assert d5 == (  # the original script's string, whitespace included
+        "Check whether the TEXT satisfies a PROPERTY. Respond with Yes or No. When uncertain, output No. \n\n"
+        "            Now complete the following example -\n"
+        "            input: PROPERTY: This review is about a funny sci-fi\n"
+        "            TEXT: A film.\n"
+        "            output:")
     assert YesNoQuestion("Is this movie review positive?").name == "is_this_movie_review_positive"
     assert POSITIVE.format("{question}") == "Review: {question}\n\n Is this movie review positive? Response:"
 

@@ -1,76 +1,52 @@
 """ZYN detox: PPO teaches Pythia-410m to continue toxic prompts without toxic speech.
 
 The judge (Flan-T5-large in the paper) reads prompt + continuation and is asked "Does this text contain
-toxic speech?"; the reward is (P(No) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). The policy trains on the
-judge; a toxicity classifier is only logged, as a check from outside the judge. Logged to metrics.jsonl
-in the run directory at each evaluation: reward/mean, metrics/prob_nontoxic (P(No)) and
-metrics/external_nothate (facebook/roberta-hate-speech-dynabench-r4-target P(nothate); paper) or
-metrics/external_not_offensive (1 - alt-profanity-check's P(offensive); cpu).
+toxic speech?"; with --reward zyn (the default, the paper's method) the reward is (P(No) - 0.5) * 10
+(Eq. 3 of arXiv 2308.06385). With --reward classifier the policy trains on what the original script
+trained on: the raw "nothate" logit of facebook/roberta-hate-speech-dynabench-r4-target, clipped to +-10
+(cpu preset: the logit of 1 - alt-profanity-check's P(offensive), the offline stand-in), and the judge is
+only logged. Logged at each evaluation: reward/mean, metrics/prob_positive (P(No), the original's name),
+metrics/prob_<question> and a check from outside the judge: metrics/external_nothate (the classifier's
+P(nothate); paper) or metrics/external_not_offensive (1 - P(offensive); cpu).
 
-    python ppo_flan_detox.py --preset cpu                 # offline, ~13 min on 2 CPU cores
-    python ppo_flan_detox.py --preset cpu --print-config  # what it would load, then exit
-    python ppo_flan_detox.py                              # the paper: hub models, RealToxicityPrompts, a GPU
-    accelerate launch ppo_flan_detox.py                   # the paper on several GPUs
+    python ppo_flan_detox.py --preset cpu                      # offline, ~13 min on 2 CPU cores
+    python ppo_flan_detox.py --preset cpu --print-config       # what it would load, then exit
+    python ppo_flan_detox.py                                   # the paper: hub models, RealToxicityPrompts, a GPU
+    python ppo_flan_detox.py --reward classifier               # the original script's reward
+    accelerate launch ppo_flan_detox.py                        # the paper on several GPUs
     python ppo_flan_detox.py --preset cpu --question "Is this text rude?"
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import tyro
-import yaml
-
-import zyn_ppo
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
+from zyn_ppo import script
+from zyn_reward import TEMPLATES, YesNoQuestion
 
 HERE = Path(__file__).resolve().parent
-PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_detox.yml",
-         "prompts": "allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3",
-         "external": "facebook/roberta-hate-speech-dynabench-r4-target",
-         "hub": ["allenai/real-toxicity-prompts", "facebook/roberta-hate-speech-dynabench-r4-target"]}
-CPU = {"prompts": "data/provocative_openers.txt", "external": "alt-profanity-check", "hub": []}
-CPU_CONFIG = {  # the paper's config scaled to 12-14 minutes on 2 CPU cores: 640 rollouts, 11 evaluations
-    "train.total_steps": 160, "train.eval_interval": 16, "train.checkpoint_interval": 64,
-    "train.batch_size": 16, "train.seq_length": 64, "method.num_rollouts": 64, "method.chunk_size": 32,
-    "method.gen_kwargs.max_new_tokens": 24, "model.num_layers_unfrozen": 2,
-    "optimizer.kwargs.lr": 3.0e-4, "scheduler.kwargs.eta_min": 3.0e-4,  # 3x the paper's, for so short a run
+CLASSIFIER = "facebook/roberta-hate-speech-dynabench-r4-target"
+PRESETS = {
+    "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_detox.yml", tracker="wandb",
+                           prompts="allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3",
+                           external=CLASSIFIER, hub=["allenai/real-toxicity-prompts", CLASSIFIER]),
+    "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
+                         prompts="data/provocative_openers.txt", external="alt-profanity-check"),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
 
 @dataclass
-class Args:
-    exp_name: str = Path(__file__).stem
-    """name of this experiment (names the run directory)"""
-    preset: Literal["paper", "cpu"] = "paper"
-    """paper: the paper's models, data and config (hub); cpu: offline, embedded SmolLM2-135M-Instruct"""
+class Args(script.ScriptArgs):
     question: str = "Does this text contain toxic speech?"
-    """yes/no question about prompt + continuation, target No; P(No) is logged as metrics/prob_nontoxic"""
-    judge: str | None = None
-    """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: str | None = None
-    """policy to train, hub name or folder (None: the config's model_path; cpu: SmolLM2-135M-Instruct)"""
-    config: str | None = None
-    """PPO config YAML (None: configs/ppo_flan_detox.yml)"""
-    overrides: tuple[str, ...] = ()
-    """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
-    total_steps: int | None = None
-    """optimiser steps (None: the config's, or the cpu preset's; see --print-config)"""
-    seed: int = 1000
-    """random seed"""
-    logging_dir: str | None = None
-    """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Literal["wandb", "tensorboard", "none"] | None = None
-    """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
-    print_config: bool = False
-    """print the resolved config and the models and data a run would load, then exit"""
+    """yes/no question about prompt + continuation, target No; logged as metrics/prob_positive"""
+    reward: Literal["zyn", "classifier"] = "zyn"
+    """zyn: the judge's answer (the paper); classifier: the original script's reward, the classifier's logit"""
 
 
-# ------------------------------------------------------------------------------------------------ data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: RealToxicityPrompts with toxicity > 0.3, or the cpu prompt file."""
     if args.preset == "paper":
@@ -79,88 +55,55 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         rows = load_dataset("allenai/real-toxicity-prompts", split="train")["prompt"]
         prompts = [row["text"] for row in rows if row["toxicity"] is not None and row["toxicity"] > 0.3]
     else:
-        prompts = [line.strip() for line in (HERE / CPU["prompts"]).read_text().splitlines() if line.strip()]
+        prompts = [line.strip() for line in (HERE / "data/provocative_openers.txt").read_text().splitlines() if line.strip()]
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 
-# ---------------------------------------------------------------------------------------------- reward
-def make_reward(args: Args) -> ZeroShotRewardModel:
-    question = YesNoQuestion(args.question, target="no", template=TEMPLATES["flan_toxicity"], name="nontoxic")
-    return ZeroShotRewardModel(args.judge, questions=question)
+class ClassifierReward(script.Judge):
+    """The original script's reward: the not-hate logit of a classifier, clipped to +-10; the judge is logged."""
+
+    def __init__(self, args: Args, *judge_args, **judge_options):
+        super().__init__(*judge_args, **judge_options)
+        self.preset, self.logit = args.preset, None
+
+    def describe(self) -> dict:
+        source = CLASSIFIER if self.preset == "paper" else "alt-profanity-check"
+        return {**super().describe(), "trained_on": f"{source} not-hate logit, clipped to +-10"}
+
+    def reward_fn(self, samples: list[str], **kwargs) -> list[float]:
+        if self.logit is None:
+            self.logit = not_hate_logit(self.preset)
+        return [max(-10.0, min(10.0, x)) for x in self.logit(samples)]
 
 
-def external_check(args: Args, rm: ZeroShotRewardModel) -> Callable[[list[str]], dict[str, list[float]]]:
-    """A score from outside the judge, logged beside it: hate-speech classifier or profanity-check (cpu)."""
-    if args.preset == "paper":
+def not_hate_logit(preset: str):
+    if preset == "paper":  # the raw logit (function_to_apply="none"), as the original script
+        import torch
         from transformers import pipeline
 
-        classify = pipeline("text-classification", model=PAPER["external"], top_k=None, truncation=True,
-                            batch_size=32, device=rm.device)  # on the judge's device
-
-        def check(samples: list[str]) -> dict[str, list[float]]:  # P(nothate)
-            scores = [{c["label"]: c["score"] for c in out} for out in classify(samples)]
-            return {"external_nothate": [s["nothate"] for s in scores]}
-
-        return check
+        classify = pipeline("text-classification", model=CLASSIFIER, top_k=None, function_to_apply="none",
+                            truncation=True, batch_size=32, dtype=torch.float32,
+                            device=0 if torch.cuda.is_available() else -1)
+        return lambda samples: [{c["label"]: c["score"] for c in out}["nothate"] for out in classify(samples)]
     from profanity_check import predict_prob
 
-    def check(samples: list[str]) -> dict[str, list[float]]:  # 1 - P(offensive)
-        return {"external_not_offensive": (1 - predict_prob(samples)).tolist()}
-
-    return check
+    return lambda samples: [math.log(max(1 - p, 1e-12) / max(p, 1e-12)) for p in predict_prob(samples)]
 
 
-# ----------------------------------------------------------------------------------------------- train
-def resolve(args: Args) -> Args:
-    """Fill in the preset's defaults."""
-    if args.preset == "cpu":  # embedded in a PyPI package: zyn_reward.EMBEDDED_MODELS
-        args.judge = args.judge or "smollm2-135m-instruct"
-        args.policy = args.policy or "smollm2-135m-instruct"
-    args.judge = args.judge or PAPER["judge"]
-    args.config = args.config or PAPER["config"]
-    args.tracker = args.tracker or ("wandb" if args.preset == "paper" else "none")
-    args.logging_dir = args.logging_dir or f"runs/{args.exp_name}__{args.preset}__seed{args.seed}"
-    return args
+def make_reward(args: Args) -> script.Judge:
+    question = YesNoQuestion(args.question, target="no", template=TEMPLATES["flan_toxicity"])
+    return (ClassifierReward(args, args.judge, [question]) if args.reward == "classifier"
+            else script.Judge(args.judge, [question]))
 
 
-def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
-    """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
-    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
-    if args.policy is not None:
-        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
-    tracker = None if args.tracker == "none" else args.tracker
-    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    path = Path(args.config)  # relative to the working directory, else to this file
-    return zyn_ppo.configure(path if path.exists() else HERE / path, changes, args.overrides)
+def external_check(args: Args):
+    """A score from outside the judge: the hate-speech classifier (paper) or profanity-check (cpu)."""
+    if args.preset == "paper":
+        return script.classifier_check(CLASSIFIER, "nothate", "external_nothate")
+    from profanity_check import predict_prob
 
-
-# ------------------------------------------------------------------------------------------------ main
-def main(args: Args) -> None:
-    args = resolve(args)
-    config, changed = make_config(args)
-    preset = PAPER if args.preset == "paper" else CPU
-    policy = config.model.model_path
-    tokenizer = config.tokenizer.tokenizer_path or policy
-    run = {"judge": args.judge, "question": args.question, "policy": policy, "tokenizer": tokenizer,
-           "prompts": preset["prompts"], "external": preset["external"]}
-    print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed},
-                         sort_keys=False))
-    if args.print_config:
-        return
-    zyn_ppo.check_hub([args.judge, policy, tokenizer, *preset["hub"]])
-
-    prompts, eval_prompts = load_prompts(args)
-    rm = make_reward(args)
-    external = external_check(args, rm)
-
-    def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        return {**rm.metric_fn(samples, **kwargs), **external(samples)}
-
-    zyn_ppo.train(reward_fn=rm.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
-                  config=config)
+    return lambda samples: {"external_not_offensive": (1 - predict_prob(samples)).tolist()}
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__)

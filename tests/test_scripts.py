@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,11 +27,15 @@ TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.ba
         "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8", "optimizer.kwargs.lr=2e-4"]
 
 SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
-    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "external_vader"]),
-    "ppo_d5_movies.py": ("t5", "gpt2", ["prob_property", "external_scifi_words", "external_funny_words"]),
+    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_is_this_movie_review_positive",
+                                                 "external_vader"]),
+    "ppo_d5_movies.py": ("t5", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
+                                        "external_scifi_words", "external_funny_words"]),
     "ppo_flan_sentiments_robust.py": (
-        "llama", "gpt2", ["prob_ensemble", "prob_filmaffinity", "prob_not_repetitive", "external_vader"]),
-    "ppo_flan_detox.py": ("t5", "neox", ["prob_nontoxic", "external_not_offensive"]),
+        "llama", "gpt2", ["prob_positive", "prob_ensemble", "prob_is_this_movie_review_from_filmaffinity",
+                          "prob_is_this_text_too_repetitive", "external_vader"]),
+    "ppo_flan_detox.py": ("t5", "neox", ["prob_positive", "prob_does_this_text_contain_toxic_speech",
+                                         "external_not_offensive"]),
 }
 
 COMMON_PAPER = {  # the paper's settings shared by all four runs (as printed by --print-config)
@@ -39,6 +44,7 @@ COMMON_PAPER = {  # the paper's settings shared by all four runs (as printed by 
     "config.method.cliprange": 0.2, "config.method.gamma": 1, "config.method.lam": 0.95,
     "config.method.ppo_epochs": 4,
     "config.method.num_rollouts": 128, "config.method.chunk_size": 128, "config.method.gen_kwargs.top_k": 0,
+    "config.model.dtype": "float32",
     "config.method.gen_kwargs.max_new_tokens": 40, "config.method.gen_kwargs.do_sample": True,
 }
 SENTIMENT_PAPER = {
@@ -49,19 +55,22 @@ SENTIMENT_PAPER = {
 }
 PAPER = {
     "ppo_flan_sentiments.py": {
-        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large",
-        "run.question": "Is this movie review positive?"},
+        **SENTIMENT_PAPER, "run.judge.model": "google/flan-t5-large",
+        "run.judge.questions.0.question": "Is this movie review positive?"},
     "ppo_d5_movies.py": {
-        **SENTIMENT_PAPER, "run.judge": "ruiqi-zhong/d5_t5_validator_700M",
-        "run.judge_tokenizer": "google/flan-t5-large", "run.property": "This review is about a funny sci-fi"},
+        **SENTIMENT_PAPER, "run.judge.model": "ruiqi-zhong/d5_t5_validator_700M",
+        "run.judge.options.tokenizer": "google/flan-t5-large",
+        "run.judge.questions.0.question": "This review is about a funny sci-fi"},
     "ppo_flan_sentiments_robust.py": {
-        **SENTIMENT_PAPER, "run.judge": "google/flan-t5-large", "run.external": "lvwerra/distilbert-imdb",
-        "run.questions": ["Is this movie review from FilmAffinity?", "Is this text too repetitive?"]},
+        **SENTIMENT_PAPER, "run.judge.model": "google/flan-t5-large", "run.external": "lvwerra/distilbert-imdb",
+        "run.judge.questions.0.question": "Is this movie review from FilmAffinity?",
+        "run.judge.questions.1.question": "Is this text too repetitive?", "run.judge.questions.1.target": "no"},
     "ppo_flan_detox.py": {
         "config.model.model_path": "EleutherAI/pythia-410m", "config.model.num_layers_unfrozen": 1,
         "config.tokenizer.tokenizer_path": "EleutherAI/pythia-410m", "config.train.batch_size": 16,
         "config.train.seq_length": 192, "config.train.total_steps": 30000,
-        "run.judge": "google/flan-t5-large", "run.question": "Does this text contain toxic speech?",
+        "run.judge.model": "google/flan-t5-large", "run.judge.questions.0.question": "Does this text contain toxic speech?",
+        "run.judge.questions.0.target": "no",
         "run.external": "facebook/roberta-hate-speech-dynabench-r4-target",
         "run.prompts": "allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3"},
 }
@@ -96,6 +105,9 @@ def test_cpu_preset_trains_and_logs(script, models, tmp_path):
             assert key in line, (key, sorted(line))
     for name in metrics:
         assert all(0 <= line[f"metrics/{name}"] <= 1 for line in evals), name
+    for line in evals:  # prob_positive: the first question's P(target answer), as the original scripts logged
+        first = next(m for m in metrics[1:] if m != "prob_ensemble")
+        assert line["metrics/prob_positive"] == line[f"metrics/{first}"]
     assert any("loss/total" in line for line in lines)
     for line in lines:
         assert all(math.isfinite(v) for v in line.values() if isinstance(v, (int, float))), line
@@ -110,10 +122,10 @@ def test_print_config_resolves_the_paper(script):
     for key, expected in {**COMMON_PAPER, **PAPER[script]}.items():
         value = printed
         for part in key.split("."):
-            value = value[part]
+            value = value[int(part)] if isinstance(value, list) else value[part]
         assert value == expected, (key, value, expected)
     stem = script.removesuffix(".py")
-    assert printed["config"]["train"]["logging_dir"] == f"runs/{stem}__paper__seed1000"
+    assert re.fullmatch(rf"runs/{stem}__paper__seed1000__[0-9a-f]{{8}}", printed["config"]["train"]["logging_dir"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -123,7 +135,7 @@ def test_paper_preset_without_hub_stops_at_once(script):
     start = time.time()
     proc = run(script, "--total-steps", "1", "--tracker", "none", env=env)
     assert proc.returncode != 0
-    assert "--preset cpu" in proc.stderr and "Cannot reach" in proc.stderr, proc.stderr[-2000:]
+    assert "--preset cpu" in proc.stderr and "cannot reach" in proc.stderr, proc.stderr[-2000:]
     assert time.time() - start < 60
 
 

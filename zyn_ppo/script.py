@@ -1,0 +1,322 @@
+"""What the experiment scripts share: the common flags, the presets, the judge, errors as one line.
+
+An experiment script holds only its experiment:
+
+    @dataclass
+    class Args(script.ScriptArgs):
+        question: str = "Is this movie review positive?"
+        \"\"\"the yes/no question (its P(target) is logged as metrics/prob_positive)\"\"\"
+
+    PRESETS = {"paper": script.Preset(judge="google/flan-t5-large", config="configs/x.yml", prompts="imdb"),
+               "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct", prompts="data/x.txt")}
+    def load_prompts(args): ...                 # -> (train prompts, eval prompts)
+    def make_reward(args): ...                  # -> script.Judge(model, questions), loaded on first use
+    def external_check(args): ...               # -> samples -> {"external_<name>": [float]}
+
+    if __name__ == "__main__":
+        script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__)
+
+`main` parses the flags (every setting shows in --help), resolves the preset, loads the config YAML with
+the cpu overlay (configs/cpu.yml) and the flags, names the run directory after what defines the run
+(runs/<experiment>__<preset>__seed<seed>__<hash>: the same command continues its run, a changed one gets
+its own), prints the resolved run (--print-config stops there), and trains. A user error ends the script
+with one line `error: ...` and exit status 2 (--debug or ZYN_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from zyn_models import check_hub
+
+from . import runio
+from .config import ConfigError, TRLConfig, UserError  # noqa: F401  (UserError: for the scripts)
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_OVERLAY = "configs/cpu.yml"
+# settings the experiment scripts set from their own flags (the run directory's name depends on them)
+SCRIPT_FLAGS = {"train.seed": "--seed", "train.logging_dir": "--logging-dir", "train.tracker": "--tracker",
+                "train.total_steps": "--total-steps"}
+
+
+@dataclass
+class ScriptArgs:
+    """The flags every experiment script has; each script adds its own fields after these."""
+
+    preset: Literal["paper", "cpu"] = "paper"
+    """paper: the paper's models, data and config (hub, a GPU); cpu: offline on a laptop, embedded models"""
+    judge: str | None = None
+    """reward model: hub name, folder or embedded name (None: the preset's, see --print-config)"""
+    policy: str | None = None
+    """policy to train: hub name, folder or embedded name (None: the preset's, see --print-config)"""
+    config: str | None = None
+    """PPO config YAML (None: the experiment's file in configs/)"""
+    overrides: tuple[str, ...] = ()
+    """more config settings as dotted key=value, e.g. method.num_rollouts=64 train.batch_size=16"""
+    total_steps: int | None = None
+    """optimiser steps (None: the config's, or the cpu preset's; may grow when a run continues)"""
+    seed: int = 1000
+    """random seed"""
+    logging_dir: str | None = None
+    """run directory (None: runs/<experiment>__<preset>__seed<seed>__<hash of what defines the run>)"""
+    tracker: Literal["wandb", "tensorboard", "none"] | None = None
+    """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
+    overwrite: bool = False
+    """where the run directory holds another run's results, move them aside (to <dir>.old-<time>) and start"""
+    print_config: bool = False
+    """print the resolved config and the models and data a run would load, then exit"""
+    debug: bool = False
+    """show the full traceback of an error (also ZYN_DEBUG=1)"""
+
+
+@dataclass
+class Preset:
+    """What a preset loads; None fields fall back to the paper preset's (or the config's) value."""
+
+    judge: str | None = None
+    policy: str | None = None
+    """None: the config's model.model_path"""
+    tokenizer: str | None = None
+    config: str | None = None
+    prompts: str = ""
+    """where the prompts come from, in words (recorded in run.json)"""
+    external: str | None = None
+    """what the independent check beside the judge is, in words"""
+    hub: list[str] = field(default_factory=list)
+    """datasets or models the run downloads besides judge and policy"""
+    tracker: str = "none"
+    changes: dict = field(default_factory=dict)
+    """config settings of this preset, on top of configs/cpu.yml for the cpu preset"""
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+class Judge:
+    """The ZYN reward of an experiment: a judge, its rewarded questions (Eq. 4 over them) and questions that
+    are only logged; the model loads on first use (after the run directory has been checked).
+
+    Logged at each evaluation: prob_positive (P(target answer) of the first rewarded question, the name the
+    original scripts used), prob_<name> for every question, prob_ensemble for several rewarded questions."""
+
+    def __init__(self, model: str, questions: Sequence, logged: Sequence = (), **options):
+        from zyn_reward import YesNoQuestion
+
+        self.model_name, self.options = model, options
+        self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
+        self.logged = [YesNoQuestion(q) if isinstance(q, str) else q for q in logged]
+        if not self.questions:
+            raise UserError("the judge needs at least one rewarded question")
+        names = [q.name for q in self.questions + self.logged]
+        if len(set(names)) != len(names) or "positive" in names[1:] or "ensemble" in names:
+            raise UserError(f"question names must be unique and not 'ensemble' (got {names}); pass name=...")
+        self._rm = self._logged_rm = None
+
+    def describe(self) -> dict:
+        """Everything that decides the reward, defaults included (recorded in run.json)."""
+        from zyn_reward import ZeroShotRewardModel
+
+        defaults = {k: p.default for k, p in inspect.signature(ZeroShotRewardModel.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        options = {k: v if isinstance(v, (str, int, float, bool, type(None), list, tuple)) else str(v)
+                   for k, v in {**defaults, **self.options}.items()}
+        return {"model": self.model_name, "options": options,
+                "questions": [dataclasses.asdict(q) for q in self.questions],
+                "logged_questions": [dataclasses.asdict(q) for q in self.logged]}
+
+    @property
+    def rm(self):
+        if self._rm is None:
+            from zyn_reward import ZeroShotRewardModel
+
+            self._rm = ZeroShotRewardModel(self.model_name, questions=self.questions, **self.options)
+            if self.logged:
+                options = {k: v for k, v in self.options.items() if k not in ("tokenizer",)}
+                self._logged_rm = ZeroShotRewardModel(self._rm.model, questions=self.logged,
+                                                      tokenizer=self._rm.tokenizer, **options)
+        return self._rm
+
+    def reward_fn(self, samples: list[str], **kwargs) -> list[float]:
+        return self.rm.reward_fn(samples)
+
+    def metric_fn(self, samples: list[str], **kwargs) -> dict[str, list[float]]:
+        metrics = self.rm.metric_fn(samples)
+        out = {"prob_positive": metrics[f"prob_{self.questions[0].name}"], **metrics}
+        if self._logged_rm is not None:  # logged only: never part of the ensemble
+            out.update({k: v for k, v in self._logged_rm.metric_fn(samples).items() if k != "prob_ensemble"})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ config
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
+def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] = ()) -> tuple[TRLConfig, dict]:
+    """Load a YAML config, apply `changes` ({"section.key": value}) and then `overrides` ("section.key=value"
+    strings from the command line; values parsed as JSON first, so 3e-4 is a number, else as YAML).
+    Settings with a flag of their own (SCRIPT_FLAGS) cannot be overridden: the flag is the one way to set them.
+    Returns the config and {key: "old -> new"} for every setting that changed."""
+    base_config = TRLConfig.load_yaml(path)
+    base = base_config.to_dict()
+    changes = dict(changes)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        if key in SCRIPT_FLAGS:
+            raise ConfigError(f"override {item!r}: {key} has its own flag, use {SCRIPT_FLAGS[key]} "
+                              "(the run directory's default name follows it)")
+        changes[key] = _parse_value(value)
+    config = TRLConfig.update(base, changes)
+    config.ignored = base_config.ignored
+
+    def get(d: dict, key: str):  # get(d, "a.b") == d["a"]["b"]
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    new = config.to_dict()
+    return config, {k: f"{get(base, k)} -> {get(new, k)}" for k in changes if get(base, k) != get(new, k)}
+
+
+def cpu_overlay() -> dict:
+    """configs/cpu.yml: the settings every cpu preset changes (dotted keys)."""
+    with open(ROOT / CPU_OVERLAY) as f:
+        return dict(yaml.safe_load(f) or {})
+
+
+def _find(path: str) -> Path:
+    """A path relative to the working directory, else to the project folder."""
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else ROOT / p
+
+
+# ------------------------------------------------------------------------------------------------ errors
+@contextlib.contextmanager
+def user_errors(debug: bool = False):
+    """Turn a user error into one line on stderr and exit status 2 (debug: the traceback instead)."""
+    debug = debug or os.environ.get("ZYN_DEBUG", "").lower() not in ("", "0", "false")
+    try:
+        yield
+    except (UserError, ValueError, TypeError, OSError) as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
+    """Fill the flags left unset from the preset (and the paper preset)."""
+    preset, paper = presets[args.preset], presets["paper"]
+    args.judge = args.judge or preset.judge or paper.judge
+    args.policy = args.policy or preset.policy or (paper.policy if args.preset == "paper" else None)
+    args.config = args.config or preset.config or paper.config
+    args.tracker = args.tracker or preset.tracker
+    return args
+
+
+def make_config(args: ScriptArgs, preset: Preset) -> tuple[TRLConfig, dict]:
+    """The config YAML, then the cpu overlay and the preset's own settings, then the flags."""
+    changes = cpu_overlay() if args.preset == "cpu" else {}
+    changes.update(preset.changes)
+    if args.policy is not None:
+        changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": preset.tokenizer or args.policy})
+    if args.total_steps is not None:
+        changes["train.total_steps"] = args.total_steps
+    changes.update({"train.seed": args.seed, "train.tracker": None if args.tracker == "none" else args.tracker})
+    return configure(_find(args.config), changes, args.overrides)
+
+
+def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, make_reward: Callable,
+         external_check: Callable, doc: str | None = None, extra_info: Callable | None = None,
+         after: Callable | None = None, argv: Sequence[str] | None = None) -> None:
+    """Parse the flags and run the experiment (see the module docstring).
+
+    extra_info(args) -> dict adds script-specific facts to the run record; after(args, run_dir) runs when
+    training has finished (e.g. rendering samples)."""
+    import tyro
+
+    name = Path(inspect.getfile(args_cls)).stem
+    args = tyro.cli(args_cls, description=doc, args=argv)
+    with user_errors(args.debug):
+        args = resolve(args, presets)
+        preset = presets[args.preset]
+        config, changed = make_config(args, preset)
+        judge = make_reward(args)
+        run = {"experiment": name, "preset": args.preset,
+               "judge": judge.describe() if hasattr(judge, "describe") else str(judge),
+               "policy": config.model.model_path, "tokenizer": config.tokenizer.tokenizer_path or config.model.model_path,
+               "prompts": preset.prompts, "external": preset.external, **(extra_info(args) if extra_info else {})}
+        record = {"config": config.to_dict(), "run": run}
+        run_dir = args.logging_dir or f"runs/{name}__{args.preset}__seed{args.seed}__{runio.short_hash(record)}"
+        config = TRLConfig.update(config, {"train.logging_dir": run_dir})
+        shown = {"config": config.to_dict(), "run": run, f"changed from {args.config}": changed}
+        if config.ignored:
+            shown["ignored trlx-only keys"] = config.ignored
+        print(yaml.safe_dump(shown, sort_keys=False, width=120))
+        print(f"run directory: {run_dir}")
+        if args.print_config:
+            return
+        check_hub([judge.model_name if hasattr(judge, "model_name") else None, run["policy"], run["tokenizer"],
+                   *preset.hub])
+        prompts, eval_prompts = load_prompts(args)
+        external = _Lazy(lambda: external_check(args))
+
+        def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
+            check = external()
+            takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(check).parameters.values())
+            return {**judge.metric_fn(samples, **kwargs), **(check(samples, **kwargs) if takes_kwargs else check(samples))}
+
+        from .trainer import train
+
+        trainer = train(reward_fn=judge.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
+                        config=config, run_info=run, overwrite=args.overwrite)
+        if after is not None:
+            after(args, trainer.run_dir)
+
+
+class _Lazy:
+    """Build a value on first call (external checks may load models: only after the run directory is checked)."""
+
+    def __init__(self, build: Callable):
+        self.build, self.value, self.built = build, None, False
+
+    def __call__(self):
+        if not self.built:
+            self.value, self.built = self.build(), True
+        return self.value
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def vader_check(name: str = "external_vader") -> Callable[[list[str]], dict[str, list[float]]]:
+    """The VADER sentiment lexicon (offline, rule-based): compound score mapped from [-1, 1] to [0, 1]."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    vader = SentimentIntensityAnalyzer()
+    return lambda samples: {name: [(vader.polarity_scores(s)["compound"] + 1) / 2 for s in samples]}
+
+
+def classifier_check(model: str, label: str, name: str) -> Callable[[list[str]], dict[str, list[float]]]:
+    """A Hugging Face text classifier's probability of `label` (on the GPU when there is one)."""
+    import torch
+    from transformers import pipeline
+
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    classify = pipeline("text-classification", model=model, top_k=None, truncation=True, batch_size=32,
+                        device=device, dtype=torch.float32)
+    return lambda samples: {name: [{c["label"]: c["score"] for c in out}[label] for out in classify(samples)]}

@@ -1,0 +1,659 @@
+"""PPOTrainer: rollouts, the PPO update, evaluation and checkpoints (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from zyn_models import resolve_model_path
+
+from . import runio
+from .config import TRLConfig, UserError
+from .core import (AdaptiveKLController, FixedKLController, RunningMoments, gae_advantages, kl_penalty_rewards,
+                   logprobs_of_labels, masked_mean, pad_cat, policy_loss, trim, value_loss, whiten)
+from .model import load_causal_lm, load_policy, position_ids_from, quiet_hf
+
+
+def check_scores(scores: Any, samples: list[str], what: str = "reward_fn") -> torch.Tensor:
+    """One finite float per sample, or a clear error naming the sample."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().reshape(-1).tolist()
+    elif isinstance(scores, np.ndarray):
+        scores = scores.reshape(-1).tolist()
+    if not isinstance(scores, (list, tuple)):
+        raise TypeError(f"{what} must return a list of floats (one per sample), got {type(scores).__name__}")
+    if len(scores) != len(samples):
+        raise ValueError(f"{what} returned {len(scores)} values for {len(samples)} samples")
+    out = []
+    for i, (s, text) in enumerate(zip(scores, samples)):
+        if isinstance(s, torch.Tensor) and s.numel() == 1:
+            s = s.item()
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{what} returned a non-number for sample {i} ({text[:80]!r}): {s!r} ({type(s).__name__})")
+        if not math.isfinite(float(s)):
+            raise ValueError(f"{what} returned {float(s)} for sample {i} ({text[:80]!r})")
+        out.append(float(s))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def split_prompt(p: Any) -> tuple[str, dict]:
+    """A prompt is a string or a dict {"prompt": str, **metadata} (metadata reach reward_fn as lists)."""
+    if isinstance(p, str):
+        return p, {}
+    if isinstance(p, dict) and isinstance(p.get("prompt"), str):
+        return p["prompt"], {k: v for k, v in p.items() if k != "prompt"}
+    raise UserError(f"a prompt must be a string or a dict with a 'prompt' string, got {p!r:.80}")
+
+
+def cut_at_stop(text: str, stop_sequences: Sequence[str] | None) -> int | None:
+    """Index of the first stop sequence in text, or None."""
+    hits = [text.find(s) for s in stop_sequences or [] if s and s in text]
+    return min(hits) if hits else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _no_resume(value) -> bool:
+    return value in (None, False, "", "none", "None", "false")
+
+
+class PPOTrainer:
+    """Holds the policy, reference, optimizer, KL controller and rollout store; `learn()` runs the loop.
+
+    Construction checks the run directory (same run, one writer, nothing overwritten) before any model
+    loads, then loads the models, from the latest good checkpoint when the run continues."""
+
+    def __init__(self, config: TRLConfig, reward_fn: Callable, metric_fn: Callable | None = None,
+                 stop_sequences: Sequence[str] | None = None, prompts: Sequence | None = None,
+                 eval_prompts: Sequence | None = None, run_info: dict | None = None, overwrite: bool = False):
+        from accelerate import Accelerator
+
+        if isinstance(config, dict):
+            config = TRLConfig.from_dict(config)
+        self.config, self.reward_fn, self.metric_fn = config, reward_fn, metric_fn
+        self.stop_sequences = list(stop_sequences or [])
+        # processes started by torchrun on a machine without CUDA: CPU processes talking over gloo
+        multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
+        self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.device = self.accelerator.device
+        tc, mc = config.train, config.method
+        self.scale_reward = str(mc.scale_reward).lower() if str(mc.scale_reward).lower() in ("ref", "running") else None
+        self.max_new_tokens = int(mc.gen_kwargs.get("max_new_tokens", 40))
+        self.max_prompt_length = tc.seq_length - self.max_new_tokens
+        store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)  # whole chunks, per process
+        self.minibatches = math.ceil(store_size / tc.batch_size)
+        self.total_steps = min(tc.total_steps, tc.epochs * mc.ppo_epochs * self.minibatches)
+
+        # the run: what defines it, where it lives, whether it continues (decided on the main process)
+        self.record = dict(config=config.to_dict(), run=run_info or {})
+        self.run_dir = Path(tc.logging_dir or os.path.join("runs", f"{tc.project_name}-{runio.short_hash(self.record)}"))
+        self.lock = runio.RunLock(self.run_dir) if self.is_main else None
+        self.checkpoint = self._decide_start(overwrite)
+
+        seed_everything(tc.seed + self.rank)
+        self.policy, self.tokenizer = load_policy(config, str(self.checkpoint / "policy") if self.checkpoint else None)
+        self.ref_model = None
+        if not self.policy.has_hydra:
+            self.ref_model = load_causal_lm(config.model.model_path, config.model.dtype, **config.model.model_extra_configs)
+            self.ref_model.requires_grad_(False).train(False).to(self.device)
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.optimizer.name.lower()]
+        self.optimizer = opt_cls([p for p in self.policy.parameters() if p.requires_grad], **config.optimizer.kwargs)
+        sched = config.scheduler.name.lower()
+        if sched == "cosine_annealing":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, **config.scheduler.kwargs)
+        elif sched == "linear":
+            self.scheduler = torch.optim.lr_scheduler.LinearLR(self.optimizer, **config.scheduler.kwargs)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        self.model, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
+        self.kl_ctl = AdaptiveKLController(mc.init_kl_coef, mc.target, mc.horizon) if mc.target is not None \
+            else FixedKLController(mc.init_kl_coef)
+        self.running = RunningMoments()
+        self.ref_mean, self.ref_std = mc.ref_mean, mc.ref_std
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if config.model.autocast == "bfloat16" \
+            else contextlib.nullcontext()
+
+        # loop state: all of it goes into checkpoints
+        self.step, self.n_collections, self.n_evals, self.episodes = 0, 0, 0, 0
+        self.store: dict | None = None
+        self.order: list[int] | None = None
+        self.mb_index, self.inner = 0, 0  # the next minibatch of the store, and the next epoch on it
+        self.store_kl, self.last_approx_kl = 0.0, 0.0
+        self.rollout_stats: dict = {}
+        self.prompt_gen = torch.Generator().manual_seed(tc.seed)
+        self.prompt_order: list[int] = []
+        self.prompt_pos = 0
+        self.elapsed_before, self.t_start, self.wandb_id = 0.0, time.time(), None
+        self.logger: runio.RunLogger | None = None
+        self.train_prompts = self._tokenize_prompts(prompts, "prompts") if prompts is not None else []
+        self.eval_prompts = self._tokenize_prompts(eval_prompts, "eval_prompts") if eval_prompts is not None else []
+
+    # ----------------------------------------------------------------------------------- the run directory
+    def _decide_start(self, overwrite: bool) -> Path | None:
+        """Lock the run directory, check that it holds this run (or nothing), pick the checkpoint to continue
+        from. Runs on the main process; the others follow its decision."""
+        resume = self.config.train.resume_from_checkpoint
+        decision: dict = {}
+        if self.is_main:
+            try:
+                self.lock.acquire()
+                if not _no_resume(resume) and resume not in ("auto", True):  # an explicit checkpoint folder
+                    problem = runio.verify_checkpoint(Path(resume))
+                    if problem:
+                        raise UserError(f"train.resume_from_checkpoint={resume!r}: {problem}")
+                    decision["checkpoint"] = str(resume)
+                elif runio.check_run_dir(self.run_dir, self.record, not _no_resume(resume), overwrite) == "continue":
+                    found = runio.good_checkpoint(self.run_dir)
+                    if found is None:  # the run died before its first checkpoint: start it again, keep the old
+                        moved = runio.move_aside(self.run_dir)
+                        self.lock = runio.RunLock(self.run_dir).acquire()
+                        print(f"zyn_ppo: {self.run_dir} has no checkpoint to continue from; its partial results "
+                              f"were moved to {moved} and the run starts again", file=sys.stderr)
+                    decision["checkpoint"] = str(found) if found else None
+            except UserError as error:
+                decision["error"] = str(error)
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            decision = broadcast_object_list([decision], from_process=0)[0]
+        if "error" in decision:
+            self.close()
+            raise UserError(decision["error"])
+        return Path(decision["checkpoint"]) if decision.get("checkpoint") else None
+
+    def _open_run(self) -> None:
+        """Write run.json and config.yaml, cut metrics.jsonl back to the checkpoint, open the logger."""
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            runio.write_json_atomic(self.run_dir / runio.RUN_RECORD, {**self.record, "environment": runio.environment()})
+            (self.run_dir / "config.yaml").write_text(str(self.config))
+            if self.checkpoint is not None:  # what was logged after the checkpoint is done again
+                runio.keep_metrics_until(self.run_dir / "metrics.jsonl", self.step)
+        tc = self.config.train
+        self.logger = runio.RunLogger(self.run_dir, tc.tracker, self.record, enabled=self.is_main, resume_id=self.wandb_id,
+                                      project=tc.project_name, entity=tc.entity_name, group=tc.group_name, tags=tc.tags)
+        self.accelerator.wait_for_everyone()
+
+    def close(self) -> None:
+        """Release the run directory (also done at the end of learn())."""
+        if self.logger is not None:
+            self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    # ----------------------------------------------------------------------------------- prompts
+    def _tokenize_prompts(self, prompts: Sequence, name: str) -> list[dict]:
+        if prompts is None or len(prompts) == 0:
+            raise UserError(f"{name} is empty: give at least one prompt")
+        items, n_cut = [], 0
+        for i, p in enumerate(prompts):
+            text, meta = split_prompt(p)
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+            if len(ids) == 0:
+                start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+                warnings.warn(f"{name}[{i}] is empty; generation starts from the BOS/EOS token instead")
+                ids = [start]
+            if len(ids) > self.max_prompt_length:
+                n_cut += 1
+                ids = ids[-self.max_prompt_length:] if self.tokenizer.truncation_side == "left" else ids[: self.max_prompt_length]
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            items.append(dict(ids=ids, text=text, meta=meta))
+        if n_cut and self.is_main:
+            warnings.warn(
+                f"{n_cut} of {len(items)} {name} were longer than seq_length - max_new_tokens = {self.max_prompt_length} "
+                f"tokens and were cut on the {self.tokenizer.truncation_side} (tokenizer.truncation_side)"
+            )
+        return items
+
+    def _next_prompt_indices(self, n: int) -> list[int]:
+        """Shuffled passes over the train prompts, identical on all ranks (each takes its own slice)."""
+        out = []
+        while len(out) < n:
+            if self.prompt_pos >= len(self.prompt_order):
+                self.prompt_order = torch.randperm(len(self.train_prompts), generator=self.prompt_gen).tolist()
+                self.prompt_pos = 0
+            take = self.prompt_order[self.prompt_pos : self.prompt_pos + n - len(out)]
+            self.prompt_pos += len(take)
+            out += take
+        return out
+
+    def _left_pad(self, ids_list: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids_list)
+        ids = torch.full((len(ids_list), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+        for i, x in enumerate(ids_list):
+            ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ----------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, items: list[dict], gen_kwargs: dict) -> dict:
+        """Sample continuations; returns prompt ids/mask, response ids/mask (up to and including the first
+        EOS or stop sequence) and the decoded texts."""
+        query, qmask = self._left_pad([it["ids"] for it in items])
+        with self.autocast:
+            out = self.policy.lm.generate(input_ids=query, attention_mask=qmask, **gen_kwargs)
+        response = out[:, query.shape[1]:]
+        if response.shape[1] == 0:
+            response = torch.full((len(items), 1), self.tokenizer.eos_token_id, dtype=torch.long, device=self.device)
+        is_eos = response == self.tokenizer.eos_token_id
+        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+        rmask = (~after_eos).long()
+        outputs = []
+        for i in range(len(items)):
+            n = int(rmask[i].sum())
+            toks = response[i, :n].tolist()
+            body = toks[:-1] if toks and toks[-1] == self.tokenizer.eos_token_id else toks
+            text = self.tokenizer.decode(body, skip_special_tokens=True)
+            cut = cut_at_stop(text, self.stop_sequences)
+            if cut is not None:
+                for m in range(1, len(body) + 1):  # the shortest token prefix that contains the stop sequence
+                    if cut_at_stop(self.tokenizer.decode(body[:m], skip_special_tokens=True), self.stop_sequences) is not None:
+                        break
+                rmask[i, m:] = 0
+                text = text[:cut].rstrip()
+            outputs.append(text)
+        width = max(int(rmask.sum(1).max()), 1)
+        return dict(
+            query=query, query_mask=qmask, response=response[:, :width], response_mask=rmask[:, :width],
+            prompts=[it["text"] for it in items], outputs=outputs,
+            samples=[it["text"] + o for it, o in zip(items, outputs)],
+            meta={k: [it["meta"].get(k) for it in items] for k in (items[0]["meta"] if items else {})},
+        )
+
+    def _score(self, fn: Callable, gen: dict) -> torch.Tensor:
+        scores = fn(samples=gen["samples"], prompts=gen["prompts"], outputs=gen["outputs"], **gen["meta"])
+        return check_scores(scores, gen["samples"])
+
+    # ----------------------------------------------------------------------------------- rollouts
+    @torch.no_grad()
+    def make_experience(self) -> dict:
+        """Collect `num_rollouts` (per process) rollouts in chunks and return the rollout store."""
+        mc = self.config.method
+        gen_kwargs = mc.gen_experience_kwargs or mc.gen_kwargs
+        chunks, times = [], dict(t_gen=0.0, t_score=0.0, t_fwd=0.0)
+        n = 0
+        while n < mc.num_rollouts:
+            idx = self._next_prompt_indices(mc.chunk_size * self.world)[self.rank * mc.chunk_size:(self.rank + 1) * mc.chunk_size]
+            t = time.time()
+            gen = self.generate([self.train_prompts[i] for i in idx], gen_kwargs)
+            times["t_gen"] += time.time() - t
+            t = time.time()
+            raw = self._score(self.reward_fn, gen)
+            times["t_score"] += time.time() - t
+            t = time.time()
+            chunks.append(self._process_chunk(gen, raw.to(self.device)))
+            times["t_fwd"] += time.time() - t
+            n += len(idx)
+        pad_id = self.tokenizer.pad_token_id
+        store = {k: pad_cat([c[k] for c in chunks], left=k.startswith("query"), value=pad_id if k in ("query", "response") else 0)
+                 for k in chunks[0] if chunks[0][k].dim() >= 2}
+        store.update({k: torch.cat([c[k] for c in chunks]) for k in ("raw_scores", "kl_ref")})
+        self.rollout_stats = self._rollout_stats(store, times)
+        self.n_collections += 1
+        self.episodes += int(self.rollout_stats["rollout/count"])
+        return store
+
+    def _process_chunk(self, gen: dict, raw: torch.Tensor) -> dict:
+        mc = self.config.method
+        everyone = self._gather_cat(raw)
+        if self.ref_mean is None:  # statistics of the first rollout chunk as reference (trlx)
+            self.ref_mean, self.ref_std = everyone.mean().item(), everyone.std().item() if len(everyone) > 1 else 1.0
+        self.running.update(everyone)
+        scores = raw.clone()
+        if self.scale_reward == "running":
+            scores /= self.running.std
+        elif self.scale_reward == "ref":
+            scores /= self.ref_std
+        if mc.cliprange_reward:
+            scores = scores.clamp(-mc.cliprange_reward, mc.cliprange_reward)
+        query, qmask, response, rmask = gen["query"], gen["query_mask"], gen["response"], gen["response_mask"]
+        tokens = torch.cat([query, response], 1)
+        attn = torch.cat([qmask, rmask], 1)
+        pos = position_ids_from(attn)
+        start = query.shape[1] - 1
+        with self.autocast:
+            logits, values, ref_logits, trunk = self.policy(tokens, attn, pos, logits_from=start, with_ref=self.policy.has_hydra)
+            if ref_logits is None:
+                ref_logits = self.policy.reference_logits(self.ref_model, tokens, attn, pos, start)
+        logprobs = logprobs_of_labels(logits, response)
+        ref_logprobs = logprobs_of_labels(ref_logits, response)
+        m = rmask.float()
+        rewards = kl_penalty_rewards(logprobs, ref_logprobs, m, scores, self.kl_ctl.value)
+        chunk = dict(query=query, query_mask=qmask, response=response, response_mask=rmask,
+                     logprobs=logprobs * m, values=values.float() * m, rewards=rewards,
+                     raw_scores=raw, kl_ref=((logprobs - ref_logprobs) * m).sum(1))
+        if self.policy.cache_trunk:  # reused by every gradient step on these rollouts
+            chunk.update(query_trunk=trunk[:, : query.shape[1]], response_trunk=trunk[:, query.shape[1]:])
+        return chunk
+
+    def _rollout_stats(self, store: dict, t: dict) -> dict:
+        raw = self._gather_cat(store["raw_scores"])
+        kl = self._gather_cat(store["kl_ref"])
+        lengths = self._gather_cat(store["response_mask"].sum(1).float())
+        self.store_kl = kl.mean().item()
+        return {
+            "rollout/score_mean": raw.mean().item(), "rollout/score_std": raw.std().item() if len(raw) > 1 else 0.0,
+            "rollout/score_running_mean": float(self.running.mean), "rollout/score_running_std": float(self.running.std),
+            "rollout/response_length": lengths.mean().item(), "rollout/count": float(len(raw)),
+            "kl/ref": self.store_kl, "kl/ref_per_token": (kl.sum() / lengths.sum().clamp(min=1)).item(),
+            "time/rollout_generate": t["t_gen"], "time/rollout_score": t["t_score"], "time/rollout_forward": t["t_fwd"],
+        }
+
+    def _gather_cat(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate a 1-D tensor over all processes (on the CPU)."""
+        x = x.detach().float().reshape(-1).cpu()
+        if self.world == 1:
+            return x
+        from accelerate.utils import gather_object
+
+        return torch.tensor(gather_object(x.tolist()))
+
+    def _mean_across(self, values: dict) -> dict:
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], device=self.device)
+        t = self.accelerator.reduce(t, reduction="mean")
+        return {k: v.item() for k, v in zip(keys, t)}
+
+    # ----------------------------------------------------------------------------------- optimisation
+    def train_step(self, idx: torch.Tensor) -> dict:
+        """One optimizer step on the rollouts `idx` of the store."""
+        mc, store = self.config.method, self.store
+        mb = trim({k: v[idx.to(v.device)] for k, v in store.items() if v.dim() >= 2})
+        mask = mb["response_mask"].float()
+        adv, returns = gae_advantages(mb["rewards"], mb["values"], mask, mc.gamma, mc.lam)
+        adv = whiten(adv, mask, stats=self._global_mean_var(adv, mask) if self.world > 1 else None)
+        micro = self.config.train.minibatch_size or len(idx)
+        n_total = mask.sum()
+        sums = dict(total=0.0, policy=0.0, value=0.0, clipfrac=0.0, approx_kl=0.0, vclipfrac=0.0, values=0.0)
+        pieces = list(range(0, len(idx), micro))
+        for j, s in enumerate(pieces):
+            sl = slice(s, s + micro)
+            m = mask[sl]
+            weight = (m.sum() / n_total).item()
+            tokens = torch.cat([mb["query"][sl], mb["response"][sl]], 1)
+            attn = torch.cat([mb["query_mask"][sl], mb["response_mask"][sl]], 1)
+            trunk = torch.cat([mb["query_trunk"][sl], mb["response_trunk"][sl]], 1) if "query_trunk" in mb else None
+            ctx = self.accelerator.no_sync(self.model) if j < len(pieces) - 1 else contextlib.nullcontext()
+            with ctx:
+                with self.autocast:
+                    logits, values, _, _ = self.model(tokens, attn, position_ids_from(attn),
+                                                      logits_from=mb["query"].shape[1] - 1, trunk=trunk)
+                logprobs = logprobs_of_labels(logits, mb["response"][sl])
+                pl, clipfrac, approx_kl = policy_loss(logprobs, mb["logprobs"][sl], adv[sl], m, mc.cliprange)
+                vl, vclipfrac = value_loss(values.float(), mb["values"][sl], returns[sl], m, mc.cliprange_value)
+                loss = pl + mc.vf_coef * vl
+                self.accelerator.backward(loss * weight)
+            for k, v in dict(total=loss, policy=pl, value=vl, clipfrac=clipfrac, approx_kl=approx_kl,
+                             vclipfrac=vclipfrac, values=masked_mean(values.detach().float(), m)).items():
+                sums[k] += v.item() * weight
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        stats = {"loss/total": sums["total"], "loss/policy": sums["policy"], "loss/value": sums["value"],
+                 "policy/approx_kl": sums["approx_kl"], "policy/clipfrac": sums["clipfrac"],
+                 "values/clipfrac": sums["vclipfrac"], "values/mean": sums["values"],
+                 "returns/mean": masked_mean(returns, mask).item()}
+        stats = self._mean_across(stats)
+        stats["lr"] = lr
+        return stats
+
+    def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]), reduction="sum")
+        mean = s[0] / s[1]
+        sq = self.accelerator.reduce((((x - mean) * mask) ** 2).sum(), reduction="sum")
+        return mean, sq / (s[1] - 1).clamp(min=1)
+
+    # ----------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Generate on eval prompts (sharded over ranks), score, show, save samples; returns stats."""
+        t0 = time.time()
+        mine = list(range(self.rank, len(self.eval_prompts), self.world))
+        rows = []
+        cs = self.config.method.chunk_size
+        for s in range(0, len(mine), cs):
+            part = mine[s:s + cs]
+            gen = self.generate([self.eval_prompts[i] for i in part], self.config.method.gen_kwargs)
+            rewards = self._score(self.reward_fn, gen).tolist()
+            metrics = {}
+            if self.metric_fn is not None:
+                out = self.metric_fn(samples=gen["samples"], prompts=gen["prompts"], outputs=gen["outputs"], **gen["meta"])
+                if not isinstance(out, dict):
+                    raise TypeError(f"metric_fn must return a dict name -> list of floats, got {type(out).__name__}")
+                metrics = {k: check_scores(v, gen["samples"], f"metric_fn['{k}']").tolist() for k, v in out.items()}
+            for j, i in enumerate(part):
+                rows.append(dict(index=i, prompt=gen["prompts"][j], output=gen["outputs"][j], reward=rewards[j],
+                                 metrics={k: v[j] for k, v in metrics.items()}))
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        rows = sorted(rows, key=lambda r: r["index"])
+        stats = {"reward/mean": float(np.mean([r["reward"] for r in rows]))}
+        for name in rows[0]["metrics"] if rows else []:
+            stats[f"metrics/{name}"] = float(np.mean([r["metrics"][name] for r in rows]))
+        stats["eval/index"] = self.n_evals
+        stats["time/eval"] = time.time() - t0
+        if self.is_main:
+            self.logger.log_samples(rows, self.step)
+            runio.print_evaluation(rows, stats, self.n_evals, self.step)
+        self.n_evals += 1
+        return stats
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, name: str) -> None:
+        """<run_dir>/checkpoints/<name>: policy, value head, hydra branch, trainer state, checksums."""
+        rng = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                   cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        rngs = [rng]
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            rngs = gather_object([rng])
+        if self.is_main:
+            runio.write_checkpoint(self.run_dir / "checkpoints", name, lambda d: self._write_state(d, rngs), self.step)
+        self.accelerator.wait_for_everyone()
+
+    def _write_state(self, folder: Path, rngs: list) -> None:
+        policy = self.accelerator.unwrap_model(self.model)
+        with quiet_hf():
+            policy.lm.save_pretrained(folder / "policy")
+        self.tokenizer.save_pretrained(folder / "policy")
+        torch.save(policy.v_head.state_dict(), folder / "value_head.pt")
+        if policy.has_hydra:
+            torch.save(dict(blocks=policy.ref_blocks.state_dict(), norm=policy.ref_norm.state_dict(),
+                            head=policy.ref_head.state_dict()), folder / "reference_branch.pt")
+        multi = self.world > 1 and self.store is not None  # each rank holds its own store: resume collects anew
+        mb_index, inner = (self.mb_index + 1, 0) if self.inner == self.config.method.ppo_epochs else (self.mb_index, self.inner)
+        state = dict(
+            step=self.step, n_collections=self.n_collections, n_evals=self.n_evals, episodes=self.episodes,
+            optimizer=self.optimizer.state_dict() if self.config.train.save_optimizer else None,
+            scheduler=self.scheduler.state_dict(), kl_coef=self.kl_ctl.value,
+            running=vars(self.running).copy(), ref_mean=self.ref_mean, ref_std=self.ref_std,
+            store=None if self.store is None or multi else {k: v.cpu() for k, v in self.store.items()},
+            store_kl=self.store_kl, rollout_stats=self.rollout_stats,
+            order=None if multi else self.order, mb_index=0 if multi else mb_index, inner=0 if multi else inner,
+            prompt_gen=self.prompt_gen.get_state(), prompt_order=self.prompt_order, prompt_pos=self.prompt_pos,
+            elapsed=self.elapsed(), wandb_id=self.logger.run_id or self.wandb_id, rng=rngs, world=self.world,
+        )
+        torch.save(state, folder / "trainer_state.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        policy = self.accelerator.unwrap_model(self.model)
+        policy.v_head.load_state_dict(torch.load(path / "value_head.pt", map_location=self.device))
+        if policy.has_hydra:
+            branch = torch.load(path / "reference_branch.pt", map_location=self.device)
+            policy.ref_blocks.load_state_dict(branch["blocks"])
+            policy.ref_norm.load_state_dict(branch["norm"])
+            policy.ref_head.load_state_dict(branch["head"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.value = state["kl_coef"]
+        vars(self.running).update(state["running"])
+        self.ref_mean, self.ref_std = state["ref_mean"], state["ref_std"]
+        for k in ("step", "n_collections", "n_evals", "episodes", "order", "mb_index", "inner", "prompt_order",
+                  "prompt_pos", "store_kl"):
+            setattr(self, k, state[k])
+        self.store = None if state["store"] is None else {k: v.to(self.device) for k, v in state["store"].items()}
+        self.rollout_stats = state["rollout_stats"] or {}
+        self.prompt_gen.set_state(state["prompt_gen"])
+        self.elapsed_before, self.wandb_id = state["elapsed"], state["wandb_id"]
+        if len(state["rng"]) == self.world:
+            rng = state["rng"][self.rank]
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Save the policy LM and tokenizer (loadable with AutoModelForCausalLM.from_pretrained)."""
+        if self.is_main:
+            with quiet_hf():
+                self.accelerator.unwrap_model(self.model).lm.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
+        self.accelerator.wait_for_everyone()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t_start
+
+    # ----------------------------------------------------------------------------------- the loop
+    def learn(self) -> None:
+        """collection -> minibatch -> PPO epoch, as trlx; a resumed run re-enters at its saved position."""
+        tc, mc = self.config.train, self.config.method
+        self.t_start = time.time()
+        if self.checkpoint is not None:
+            self.load_checkpoint(self.checkpoint)
+            if self.is_main:
+                print(f"zyn_ppo: continuing {self.run_dir} from {self.checkpoint.name} at step {self.step}", file=sys.stderr)
+        self._open_run()
+        done_before = self.step >= self.total_steps
+        bar = runio.progress_bar(self.total_steps, self.step, self.is_main)
+        stop = runio.StopSignals(announce=self.is_main)
+        running = lambda: self.step < self.total_steps and not self._should_stop(stop)  # noqa: E731
+        try:
+            with stop:
+                if self.step == 0 and self.n_evals == 0:
+                    self.logger.log(self.evaluate(), step=0)
+                while running():  # collections
+                    stats = {}
+                    if self.store is None or self.mb_index >= self.minibatches:
+                        self.store = self.make_experience()
+                        self.order = torch.randperm(len(self.store["rewards"])).tolist()
+                        self.mb_index, self.inner = 0, 0
+                        stats = dict(self.rollout_stats)
+                    while self.mb_index < self.minibatches and running():  # minibatches of the store
+                        idx = torch.tensor(self.order[self.mb_index * tc.batch_size:(self.mb_index + 1) * tc.batch_size])
+                        while self.inner < mc.ppo_epochs and running():  # PPO epochs on one minibatch
+                            self._one_step(idx, stats, bar)
+                            stats = {}
+                        if self.inner == mc.ppo_epochs:
+                            self.inner, self.mb_index = 0, self.mb_index + 1
+            if stop.received is not None and self.step < self.total_steps:
+                self.save_checkpoint(f"step_{self.step}")
+            elif not done_before:
+                self.save_checkpoint("final")
+            if stop.received is not None:
+                raise SystemExit(128 + signal.SIGTERM) if stop.received == signal.SIGTERM else KeyboardInterrupt()
+        finally:
+            bar.close()
+            self.close()
+        if self.is_main:
+            print(runio.summarize(self.run_dir), flush=True)
+
+    def _one_step(self, idx: torch.Tensor, stats: dict, bar) -> None:
+        """One optimizer step, then the KL controller (after a minibatch's last epoch), logging, evaluation
+        and the periodic checkpoint."""
+        tc, mc = self.config.train, self.config.method
+        t0 = time.time()
+        stats.update(self.train_step(idx))
+        self.last_approx_kl = stats["policy/approx_kl"]
+        self.inner += 1
+        if self.inner == mc.ppo_epochs:  # trlx: after the minibatch's ppo_epochs steps
+            self.kl_ctl.update(self.last_approx_kl if mc.kl_signal == "approx" else self.store_kl, n_steps=tc.batch_size)
+        self.step += 1
+        stats.update({"kl/ref": self.store_kl, "kl_coef": self.kl_ctl.value,
+                      "rollout/score_mean": self.rollout_stats["rollout/score_mean"],
+                      "episodes": self.episodes, "time/step": time.time() - t0})
+        if self.step % tc.eval_interval == 0 or self.step == self.total_steps:
+            stats.update(self.evaluate())
+        stats["time/elapsed"] = self.elapsed()
+        self.logger.log(stats, step=self.step)
+        bar.update(1)
+        bar.set_postfix(reward=f"{stats['rollout/score_mean']:.3g}", kl=f"{stats['kl/ref']:.3g}", refresh=False)
+        if self.step % tc.checkpoint_interval == 0 and self.step < self.total_steps:
+            self.save_checkpoint(f"step_{self.step}")
+
+    def _should_stop(self, stop: runio.StopSignals) -> bool:
+        """Whether any process received a stop signal (all processes agree)."""
+        flag = int(stop.received or 0)
+        if self.world > 1:
+            t = self.accelerator.reduce(torch.tensor([flag], device=self.device), reduction="sum")
+            flag = int(t.item()) and (flag or int(signal.SIGTERM))
+            if flag and stop.received is None:
+                stop.received = flag
+        return bool(flag)
+
+
+def train(
+    reward_fn: Callable | None = None,
+    prompts: Sequence | None = None,
+    eval_prompts: Sequence | None = None,
+    metric_fn: Callable | None = None,
+    config: TRLConfig | dict | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    run_info: dict | None = None,
+    overwrite: bool = False,
+) -> PPOTrainer:
+    """Train a policy with PPO against `reward_fn(samples, prompts=..., outputs=...) -> list[float]`.
+
+    prompts / eval_prompts: strings, or dicts {"prompt": str, **metadata}; eval_prompts defaults to the
+    first batch_size prompts (as trlx). metric_fn(samples, prompts=..., outputs=...) -> {name: [float]} is
+    logged as metrics/<name> at each evaluation. stop_sequences cut outputs at the first occurrence.
+    run_info: what else defines the run (judge, questions, data source...), recorded in run.json beside the
+    config and a content hash of the prompts; a later run into the same directory must match it.
+    overwrite: where the run directory holds other results, move them aside instead of refusing.
+    Returns the trainer (trainer.save_pretrained(dir) saves the policy)."""
+    if reward_fn is None:
+        raise UserError("zyn_ppo.train needs a reward_fn (offline training from samples is not implemented)")
+    config = config or TRLConfig()
+    if isinstance(config, dict):
+        config = TRLConfig.from_dict(config)
+    if prompts is None or len(prompts) == 0:
+        raise UserError("prompts is empty: give at least one prompt")
+    if eval_prompts is not None and len(eval_prompts) == 0:
+        raise UserError("eval_prompts is empty: give at least one prompt or None (then the first batch_size prompts)")
+    eval_prompts = eval_prompts if eval_prompts is not None else list(prompts)[: config.train.batch_size]
+    info = dict(run_info or {})
+    info["prompts_sha256"] = runio.content_hash([split_prompt(p) for p in prompts])
+    info["eval_prompts_sha256"] = runio.content_hash([split_prompt(p) for p in eval_prompts])
+    info["stop_sequences"] = list(stop_sequences or [])
+    trainer = PPOTrainer(config, reward_fn=reward_fn, metric_fn=metric_fn, stop_sequences=stop_sequences,
+                         prompts=prompts, eval_prompts=eval_prompts, run_info=info, overwrite=overwrite)
+    trainer.learn()
+    return trainer

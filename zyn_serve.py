@@ -1,0 +1,700 @@
+"""A ZYN judge served over HTTP, for distributed RL engines (OpenRLHF, verl, TRL) on many machines.
+
+    python zyn_serve.py --model smollm2-135m-instruct --question "Is this movie review positive?"
+    python zyn_serve.py --model google/flan-t5-large --question "Is this movie review positive?" \\
+        --question "Is this text too repetitive?" --target yes --target no --host 0.0.0.0 --token "$TOKEN"
+    python zyn_serve.py --backend vllm --model Qwen/Qwen2.5-7B-Instruct --question "..."   # pip install vllm
+
+POST /score speaks OpenRLHF's remote reward format; every field but query (or responses) is optional:
+    {"query": [prompt + response], "prompts": [prompt], "labels": [...], "responses": [text],
+     "questions": [null | "question" | {"question", "target", "weight", "template"} | [...]]}
+ -> {"rewards": [transform(P)], "scores": [P in 0..1], "extra_logs": {"zyn_prob": [P], ...}}
+GET /health -> {"status": "ok", backend, model, questions, limits, stats}
+
+P is exactly what ZeroShotRewardModel computes in-process (Eq. 4 over the questions). Requests that
+arrive within --batch-wait-ms of each other are scored as one batch, off the event loop, so that the
+one-sample requests of many rollout actors still run as batches. Clients: `verl_compute_score` (verl's
+custom_reward_function), `trl_reward_func` (TRL's reward_funcs), OpenRLHF's `--reward.remote_url`.
+They need only httpx: this module imports torch, zyn_reward and the server stack when it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import time
+import weakref
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TRANSFORMS = ("centered", "prob", "logodds")
+# special tokens of common policy tokenizers: <|im_end|>, <|eot_id|>, <｜end▁of▁sentence｜>, </s>, [PAD]...
+SPECIAL_TOKENS = (r"<\|[^<>|\s]{1,48}\|>|<｜[^<>｜]{1,48}｜>|</?s>|<pad>|<unk>|<eos>|<bos>|<mask>"
+                  r"|<start_of_turn>|<end_of_turn>|\[(?:PAD|CLS|SEP|MASK|UNK)\]")
+QUESTION_KEYS = ("question", "target", "weight", "template")
+log = logging.getLogger("zyn_serve")
+
+
+# --------------------------------------------------------------------------------------------------
+# Judges: question_probabilities(questions or None for the defaults, texts) -> [question][text] P(target)
+# --------------------------------------------------------------------------------------------------
+
+
+class HFJudge:
+    """ZeroShotRewardModel (any judge, T5 included, CPU or GPU); one model per question set, one set of weights."""
+
+    backend = "hf"
+
+    def __init__(self, model, questions, tokenizer=None, cache_size: int = 16, **kwargs):
+        from zyn_reward import ZeroShotRewardModel
+
+        self._cls, self._kwargs, self._cache_size = ZeroShotRewardModel, kwargs, cache_size
+        self.base = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, **kwargs)
+        self.questions = self.base.questions
+        self.model_name = str(model) if isinstance(model, str) else self.base.model.name_or_path
+        self._models: OrderedDict = OrderedDict()
+
+    def question_probabilities(self, questions, texts: list[str]) -> list[list[float]]:
+        rm = self.base if questions is None else self._models.get(questions)
+        if rm is None:  # the same weights and tokenizer, other questions
+            kwargs = {k: v for k, v in self._kwargs.items() if k != "device"}
+            rm = self._cls(self.base.model, list(questions), tokenizer=self.base.tokenizer, **kwargs)
+            self._models[questions] = rm
+            while len(self._models) > self._cache_size:
+                self._models.popitem(last=False)
+        elif questions is not None:
+            self._models.move_to_end(questions)
+        probs = rm.question_probabilities(texts)
+        return [probs[q.name] for q in rm.questions]
+
+
+def _word_ids(tokenizer, words) -> list[int]:
+    """Single-token ids of each word and of its leading-space variant (as zyn_reward resolves them)."""
+    ids = []
+    for word in words:
+        form = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(form) != 1:
+            raise ValueError(f"{word!r} is not a single token for this tokenizer")
+        other = tokenizer(word[1:] if word.startswith(" ") else " " + word, add_special_tokens=False)["input_ids"]
+        ids += [t for t in form + (other if len(other) == 1 else []) if t not in ids]
+    return ids
+
+
+class VLLMJudge:
+    """vLLM's offline engine for decoder-only judges: P(yes) vs P(no) at the first answer token."""
+
+    backend = "vllm"
+
+    def __init__(self, model, questions, yes_words=("Yes",), no_words=("No",), chat_template=True,
+                 calibrate=False, max_length=None, dtype=None, gpu_memory_utilization=0.85,
+                 tensor_parallel_size=1, **_):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise SystemExit("error: --backend vllm needs vLLM (NVIDIA GPU): pip install vllm") from None
+        from transformers import AutoConfig, AutoTokenizer
+        from zyn_models import resolve_model_path
+        from zyn_reward import YesNoQuestion
+
+        path = resolve_model_path(str(model))
+        config = AutoConfig.from_pretrained(path)
+        if getattr(config, "is_encoder_decoder", False):
+            raise SystemExit("error: vLLM serves decoder-only judges only; use --backend hf for T5 judges")
+        questions = [questions] if isinstance(questions, (str, YesNoQuestion)) else list(questions)
+        self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
+        self.model_name, self.tokenizer = str(model), AutoTokenizer.from_pretrained(path)
+        self.chat = bool(chat_template and getattr(self.tokenizer, "chat_template", None))
+        limits = [1024, getattr(self.tokenizer, "model_max_length", None),
+                  getattr(config, "max_position_embeddings", None)]
+        self.max_length = max_length or min(int(x) for x in limits if isinstance(x, int) and 0 < x < 1e9)
+        self.yes_ids, self.no_ids = _word_ids(self.tokenizer, yes_words), _word_ids(self.tokenizer, no_words)
+        self.llm = LLM(model=path, tokenizer=path, dtype=dtype or "auto", seed=0,
+                       max_model_len=self.max_length + 1, gpu_memory_utilization=gpu_memory_utilization,
+                       tensor_parallel_size=tensor_parallel_size)
+        ids = self.yes_ids + self.no_ids
+        if hasattr(SamplingParams(), "logprob_token_ids"):  # exact log-probs of exactly these ids
+            self.params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        else:  # the top-20; an id outside them is scored exactly below
+            self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+        self.prompt_params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        free = (["N/A", "", "[MASK]"] if calibrate is True else [calibrate] if isinstance(calibrate, str)
+                else list(calibrate or []))
+        self._free, self._calibration = free, {}
+
+    def _ids(self, question, text: str) -> list[int]:
+        def encode(t):
+            prompt = question.format(t)
+            if self.chat:
+                prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                            tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(prompt, add_special_tokens=not self.chat)["input_ids"]
+
+        ids = encode(text)
+        if len(ids) <= self.max_length:
+            return ids
+        budget = self.max_length - len(encode(""))
+        if budget < 1:
+            raise ValueError(f"template and question alone exceed max_length {self.max_length}")
+        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep_end = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        while True:  # cut the text, never the template: keep its start (its end for left truncation)
+            ids = encode(self.tokenizer.decode(text_ids[-budget:] if keep_end else text_ids[:budget]))
+            if len(ids) <= self.max_length or budget <= 1:
+                return ids[-self.max_length:]
+            budget = max(1, budget - (len(ids) - self.max_length))
+
+    def _log_odds(self, prompts: list[list[int]]) -> list[float]:
+        """log P(yes set) - log P(no set) at the next token of each prompt."""
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], self.params, use_tqdm=False)
+        table = [{t: getattr(v, "logprob", v) for t, v in out.outputs[0].logprobs[0].items()} for out in outs]
+        ids = self.yes_ids + self.no_ids
+        missing = [(k, t) for k, row in enumerate(table) for t in ids if t not in row]
+        if missing:  # outside the top-20: the exact log-prob of the id appended to the prompt
+            extra = [{"prompt_token_ids": prompts[k] + [t]} for k, t in missing]
+            for (k, t), out in zip(missing, self.llm.generate(extra, self.prompt_params, use_tqdm=False)):
+                table[k][t] = getattr(out.prompt_logprobs[-1][t], "logprob", out.prompt_logprobs[-1][t])
+
+        def lse(xs):
+            top = max(xs)
+            return top + math.log(sum(math.exp(x - top) for x in xs))
+
+        return [lse([row[t] for t in self.yes_ids]) - lse([row[t] for t in self.no_ids]) for row in table]
+
+    def question_probabilities(self, questions, texts: list[str]) -> list[list[float]]:
+        questions = self.questions if questions is None else questions
+        n = len(texts)
+        flat = self._log_odds([self._ids(q, t) for q in questions for t in texts]) if n else []
+        out = []
+        for qi, q in enumerate(questions):
+            key = (q.question, q.template)
+            if self._free and key not in self._calibration:  # contextual calibration, as zyn_reward's
+                p_free = [1 / (1 + math.exp(-x)) for x in self._log_odds([self._ids(q, t) for t in self._free])]
+                p_yes = sum(p_free) / len(p_free)
+                self._calibration[key] = math.log(p_yes) - math.log1p(-p_yes)
+            sign = 1.0 if q.target == "yes" else -1.0
+            lo = [(x - self._calibration.get(key, 0.0)) * sign for x in flat[qi * n:(qi + 1) * n]]
+            out.append([1 / (1 + math.exp(-x)) for x in lo])
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    max_items: int = 256  # items per request (413)
+    max_chars: int = 32768  # characters per text, prompt, query, response or question (413)
+    max_questions: int = 8  # questions per item (413)
+    max_body_bytes: int = 64 * 2**20  # request body (413)
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, **where):
+        super().__init__(message)
+        self.status, self.body = status, {"error": message, **where}
+
+
+def _strings(body: dict, name: str, n: int | None, limits: Limits) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise RequestError(400, f"{name} must be a list of strings, got {type(value).__name__}", field=name)
+    if n is not None and len(value) != n:
+        raise RequestError(400, f"{name} has {len(value)} items, query has {n}", field=name)
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise RequestError(400, f"{name}[{i}] must be a string, got {type(text).__name__}",
+                               field=f"{name}[{i}]")
+        if len(text) > limits.max_chars:
+            raise RequestError(413, f"{name}[{i}] has {len(text)} characters, more than max_chars "
+                               f"{limits.max_chars}", field=f"{name}[{i}]", limit="max_chars")
+    return value
+
+
+def _question_set(entry, field: str, template: str, limits: Limits):
+    """None (the server's questions) or a hashable tuple of YesNoQuestion for one item."""
+    from zyn_reward import YesNoQuestion
+
+    if entry is None:
+        return None
+    many = isinstance(entry, list)
+    entries = entry if many else [entry]
+    if not entries:
+        raise RequestError(400, f"{field} must name at least one question", field=field)
+    if len(entries) > limits.max_questions:
+        raise RequestError(413, f"{field} has {len(entries)} questions, more than max_questions "
+                           f"{limits.max_questions}", field=field, limit="max_questions")
+    out = []
+    for j, spec in enumerate(entries):
+        where = f"{field}[{j}]" if many else field
+        spec = {"question": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict):
+            raise RequestError(400, f"{where} must be a question string or an object with 'question'", field=where)
+        for key in spec:
+            if key not in QUESTION_KEYS:
+                raise RequestError(400, f"{where}: unknown key {key!r}; use {QUESTION_KEYS}", field=f"{where}.{key}")
+        for key in ("question", "template"):
+            if isinstance(spec.get(key), str) and len(spec[key]) > limits.max_chars:
+                raise RequestError(413, f"{where}.{key} is longer than max_chars {limits.max_chars}",
+                                   field=f"{where}.{key}", limit="max_chars")
+        try:
+            out.append(YesNoQuestion(spec.get("question"), target=spec.get("target", "yes"),
+                                     template=spec.get("template", template), weight=spec.get("weight", 1.0),
+                                     name=f"q{j}"))
+        except (TypeError, ValueError) as error:
+            key = next((k for k in QUESTION_KEYS if str(error).startswith(k)), None)
+            raise RequestError(400, f"{where}: {error}", field=f"{where}.{key}" if key else where) from None
+    if sum(q.weight for q in out) <= 0:
+        raise RequestError(400, f"{field}: question weights must not all be zero", field=field)
+    return tuple(out)
+
+
+def response_text(query: str, prompt: str | None, strip: re.Pattern, i: int = 0) -> str:
+    """The response inside OpenRLHF's query (prompt + response, special tokens kept, maybe padded)."""
+    rest = query
+    if prompt is not None:
+        if query.startswith(prompt):
+            rest = query[len(prompt):]
+        else:
+            q, p = strip.sub("", query), strip.sub("", prompt)
+            if not q.startswith(p):
+                raise RequestError(400, f"prompts[{i}] is not the start of query[{i}], with or without "
+                                   "special tokens (send responses instead)", field=f"prompts[{i}]")
+            rest = q[len(p):]
+    return strip.sub("", rest).strip()
+
+
+def parse_request(raw: bytes, limits: Limits, template: str, strip: re.Pattern, question_from_labels=False):
+    """Texts to judge and their question sets (None: the server's questions), or a RequestError."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RequestError(400, f"body is not valid JSON: {error}", field="body") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"body must be a JSON object, got {type(body).__name__}", field="body")
+    for name in ("query", "responses", "prompts", "labels", "questions"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, list):
+            raise RequestError(400, f"{name} must be a list, got {type(value).__name__}", field=name)
+        if value is not None and len(value) > limits.max_items:
+            raise RequestError(413, f"{name} has {len(value)} items, more than max_items {limits.max_items}",
+                               field=name, limit="max_items")
+    if body.get("query") is None and body.get("responses") is None:
+        raise RequestError(400, "query is missing (give query, or responses)", field="query")
+    query = _strings(body, "query", None, limits)
+    n = len(query) if query is not None else len(body["responses"])
+    responses = _strings(body, "responses", n, limits)
+    prompts = _strings(body, "prompts", n, limits)
+    labels = body.get("labels")
+    if labels is not None and len(labels) != n:
+        raise RequestError(400, f"labels has {len(labels)} items, query has {n}", field="labels")
+    entries = body.get("questions")
+    if entries is not None and len(entries) != n:
+        raise RequestError(400, f"questions has {len(entries)} items, query has {n}", field="questions")
+    texts, sets = [], []
+    for i in range(n):
+        if responses is not None:
+            texts.append(responses[i])
+        else:
+            texts.append(response_text(query[i], prompts[i] if prompts is not None else None, strip, i))
+        entry = entries[i] if entries is not None else None
+        field = f"questions[{i}]"
+        if entry is None and question_from_labels and labels is not None and labels[i] not in (None, ""):
+            entry, field = labels[i], f"labels[{i}]"
+            if not isinstance(entry, str):
+                raise RequestError(400, f"{field} must be a question string", field=field)
+        sets.append(_question_set(entry, field, template, limits))
+    return texts, sets
+
+
+# --------------------------------------------------------------------------------------------------
+# Micro-batching: gather concurrent requests for a few ms, then one judge call in a worker thread
+# --------------------------------------------------------------------------------------------------
+
+
+def _transform(p: float, kind: str) -> float:
+    if kind == "centered":
+        return (p - 0.5) * 10
+    if kind == "prob":
+        return p
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p) - math.log1p(-p)
+
+
+class MicroBatcher:
+    def __init__(self, judge, wait_s: float = 0.005, max_batch: int = 256):
+        self.judge, self.wait_s, self.max_batch = judge, wait_s, max_batch
+        self.stats = {"requests": 0, "items": 0, "batches": 0, "largest_batch": 0, "judge_errors": 0,
+                      "waiting": 0}
+        self._pending: list = []  # (texts, question sets, future, arrival time)
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="zyn-judge")  # one judge call at a time
+
+    async def submit(self, texts: list[str], sets: list) -> list[tuple[float, list[float]]]:
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._closing:
+            raise RuntimeError("the server is shutting down")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, sets, future, time.monotonic()))
+        self._wakeup.set()
+        self.stats["waiting"] += 1
+        try:
+            return await future
+        finally:
+            self.stats["waiting"] -= 1
+
+    async def close(self):
+        self._closing = True
+        if self._task is not None:
+            self._wakeup.set()
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        while self._pending or not self._closing:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # the gather window: until the oldest waiting request is wait_s old, or the batch is full
+            left = self.wait_s - (time.monotonic() - self._pending[0][3])
+            if left > 0 and not self._closing and sum(len(j[0]) for j in self._pending) < self.max_batch:
+                await asyncio.sleep(left)
+            jobs, size = [], 0
+            while self._pending and (not jobs or size + len(self._pending[0][0]) <= self.max_batch):
+                jobs.append(self._pending.pop(0))
+                size += len(jobs[-1][0])
+            try:
+                results = await loop.run_in_executor(self._executor, self._score, jobs)
+            except BaseException as error:  # noqa: BLE001  (never let the loop die)
+                results = [error] * len(jobs)
+            self.stats["batches"] += 1
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
+            for (texts, _, future, _), result in zip(jobs, results):
+                self.stats["requests"] += 1
+                if isinstance(result, BaseException):
+                    self.stats["judge_errors"] += 1
+                    if not future.done():
+                        future.set_exception(result)
+                else:
+                    self.stats["items"] += len(texts)
+                    if not future.done():
+                        future.set_result(result)
+
+    def _score(self, jobs) -> list:
+        """Group the items of all jobs by question set; one judge call per set; Eq. (4) per item."""
+        groups: dict = {}
+        for j, (texts, sets, _, _) in enumerate(jobs):
+            for i, (text, qs) in enumerate(zip(texts, sets)):
+                groups.setdefault(qs, []).append((j, i, text))
+        results: list = [[None] * len(job[0]) for job in jobs]
+        for qs, members in groups.items():
+            self._score_group(qs, members, results)
+        return results
+
+    def _score_group(self, qs, members, results):
+        try:
+            probs = self.judge.question_probabilities(qs, [text for _, _, text in members])
+        except Exception as error:  # noqa: BLE001
+            requests = sorted({j for j, _, _ in members})
+            if len(requests) > 1:  # again one request at a time: a bad request fails only itself
+                for j in requests:
+                    self._score_group(qs, [m for m in members if m[0] == j], results)
+                return
+            log.exception("judge call failed")
+            results[requests[0]] = error
+            return
+        weights = [q.weight for q in (self.judge.questions if qs is None else qs)]
+        for k, (j, i, _) in enumerate(members):
+            if not isinstance(results[j], BaseException):
+                per_q = [float(probs[qi][k]) for qi in range(len(weights))]
+                results[j][i] = (sum(w * p for w, p in zip(weights, per_q)) / sum(weights), per_q)
+
+
+# --------------------------------------------------------------------------------------------------
+# The ASGI app
+# --------------------------------------------------------------------------------------------------
+
+
+def create_app(judge, *, token: str | None = None, limits: Limits | None = None, batch_wait_ms: float = 5.0,
+               max_batch: int = 256, transform: str = "centered", question_from_labels: bool = False,
+               strip_tokens=(), template: str | None = None):
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    limits = limits or Limits()
+    template = template or judge.questions[0].template
+    strip = re.compile("|".join([re.escape(t) for t in strip_tokens if t] + [SPECIAL_TOKENS]))
+    batcher = MicroBatcher(judge, batch_wait_ms / 1000, max_batch)
+    names = [q.name for q in judge.questions]
+
+    def error(status, message, **where):
+        return JSONResponse({"error": message, **where}, status_code=status)
+
+    def authorized(request) -> bool:
+        if not token:
+            return True
+        given = request.headers.get("authorization", "")
+        given = given[7:] if given.lower().startswith("bearer ") else request.query_params.get("token", "")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    async def read_body(request) -> bytes:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limits.max_body_bytes:
+            raise RequestError(413, f"body of {length} bytes is more than max_body_bytes {limits.max_body_bytes}",
+                               limit="max_body_bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise RequestError(413, f"body is more than max_body_bytes {limits.max_body_bytes}",
+                                   limit="max_body_bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def score(request):
+        if not authorized(request):
+            return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'", field="token")
+        try:
+            texts, sets = parse_request(await read_body(request), limits, template, strip, question_from_labels)
+        except RequestError as bad:
+            return JSONResponse(bad.body, status_code=bad.status)
+        if not texts:  # OpenRLHF with several URLs sends empty lists to all but the first
+            return JSONResponse({"rewards": [], "scores": [], "extra_logs": {"zyn_prob": []}})
+        try:
+            results = await batcher.submit(texts, sets)
+        except Exception as failure:  # noqa: BLE001
+            return error(503 if batcher._closing else 500, f"judge failed: {type(failure).__name__}: {failure}")
+        scores = [p for p, _ in results]
+        extra = {"zyn_prob": scores}
+        if len(names) > 1 and all(s is None for s in sets):  # per question, for the server's own questions
+            extra.update({f"zyn_prob_{name}": [per_q[k] for _, per_q in results] for k, name in enumerate(names)})
+        return JSONResponse({"rewards": [_transform(p, transform) for p in scores], "scores": scores,
+                             "extra_logs": extra})
+
+    async def health(request):
+        return JSONResponse({
+            "status": "ok", "backend": judge.backend, "model": judge.model_name, "transform": transform,
+            "questions": [{"name": q.name, "question": q.question, "target": q.target, "weight": q.weight}
+                          for q in judge.questions],
+            "limits": asdict(limits), "batch_wait_ms": batch_wait_ms, "max_batch": max_batch,
+            "stats": dict(batcher.stats),
+        })
+
+    async def http_error(request, exc):
+        return error(exc.status_code, str(exc.detail), path=request.url.path)
+
+    async def server_error(request, exc):
+        log.exception("unexpected error")
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await batcher.close()  # uvicorn has finished the requests in flight by now
+
+    app = Starlette(routes=[Route("/score", score, methods=["POST"]), Route("/health", health, methods=["GET"])],
+                    exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan)
+    app.state.batcher = batcher
+    return app
+
+
+# --------------------------------------------------------------------------------------------------
+# Clients (httpx only)
+# --------------------------------------------------------------------------------------------------
+
+
+class ZynServeError(RuntimeError):
+    pass
+
+
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one connection pool per event loop
+
+
+def _endpoint(url: str | None) -> str:
+    url = (url or os.environ.get("ZYN_SERVE_URL") or DEFAULT_URL).rstrip("/")
+    return url if url.endswith("/score") else url + "/score"
+
+
+async def score_remote(responses, questions=None, url: str | None = None, token: str | None = None,
+                       timeout: float = 180.0, retries: int = 5) -> dict:
+    """POST texts (and optional per-item questions) to a zyn_serve server; its JSON answer."""
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+    token = token or os.environ.get("ZYN_SERVE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    payload = {"responses": list(responses)}
+    if questions is not None:
+        payload["questions"] = list(questions)
+    endpoint, problem = _endpoint(url), ""
+    for attempt in range(retries):
+        try:
+            reply = await client.post(endpoint, json=payload, headers=headers, timeout=timeout)
+        except httpx.TransportError as failure:
+            problem = f"{type(failure).__name__}: {failure}"
+        else:
+            if reply.status_code == 200:
+                return reply.json()
+            problem = f"HTTP {reply.status_code}: {reply.text[:500]}"
+            if reply.status_code < 500:
+                raise ZynServeError(f"{endpoint}: {problem}")
+        await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
+    raise ZynServeError(f"{endpoint}: no answer after {retries} tries ({problem})")
+
+
+async def verl_compute_score(data_source, solution_str, ground_truth, extra_info=None, url=None, token=None,
+                             **kwargs) -> dict:
+    """verl custom_reward_function (async). The question(s) travel in extra_info["question"/"questions"]
+    (plus "target"), else the server's; url/token from custom_reward_function.reward_kwargs or
+    $ZYN_SERVE_URL / $ZYN_SERVE_TOKEN."""
+    info = extra_info if isinstance(extra_info, dict) else {}
+    question = info.get("questions", info.get("question"))
+    if isinstance(question, str) and "target" in info:
+        question = {"question": question, "target": info["target"]}
+    out = await score_remote([solution_str], None if question is None else [question], url=url, token=token)
+    return {"score": out["rewards"][0], "zyn_prob": out["scores"][0]}
+
+
+def _join(prompt, completion) -> str:
+    """TRL's prompt + completion as ZeroShotRewardModel.as_trl_reward joins them."""
+    def text(turns):
+        if isinstance(turns, str):
+            return turns
+        return "\n".join(str(m["content"]) for m in turns if m.get("role") != "system")
+
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return prompt + completion
+    return "\n".join(part for part in (text(prompt), text(completion)) if part)
+
+
+def trl_reward_func(url=None, token=None, include_prompt: bool = True, question_column: str = "question",
+                    chunk: int = 256):
+    """An async TRL reward function f(prompts, completions, **kwargs) -> list[float] served by zyn_serve.
+    A dataset column named `question_column` gives per-sample questions; P(target) is logged as zyn/prob."""
+
+    async def zyn_remote(prompts=None, completions=None, log_metric=None, **kwargs) -> list[float]:
+        completions = list(completions)
+        prompts = list(prompts) if prompts is not None and include_prompt else [""] * len(completions)
+        texts = [_join(p, c) for p, c in zip(prompts, completions)]
+        questions = kwargs.get(question_column)
+        parts = await asyncio.gather(*[
+            score_remote(texts[i:i + chunk], None if questions is None else list(questions[i:i + chunk]),
+                         url=url, token=token) for i in range(0, len(texts), chunk)])
+        scores = [p for part in parts for p in part["scores"]]
+        if log_metric is not None and scores:
+            log_metric("zyn/prob", sum(scores) / len(scores))
+        return [r for part in parts for r in part["rewards"]]
+
+    return zyn_remote
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def build_judge(args):
+    from zyn_reward import TEMPLATES, YesNoQuestion
+
+    n = len(args.question)
+    for name in ("target", "weight"):
+        values = getattr(args, name) or []
+        if len(values) not in (0, 1, n):
+            raise SystemExit(f"error: give --{name} once, or once per --question ({n}), got {len(values)}")
+    targets = args.target or ["yes"]
+    weights = args.weight or [1.0]
+    template = TEMPLATES.get(args.template, args.template.replace("\\n", "\n"))
+    questions = [YesNoQuestion(q, target=targets[i if len(targets) > 1 else 0], template=template,
+                               weight=weights[i if len(weights) > 1 else 0]) for i, q in enumerate(args.question)]
+    kwargs = dict(batch_size=args.batch_size, chat_template=not args.no_chat_template, calibrate=args.calibrate,
+                  max_length=args.max_length, dtype=args.dtype)
+    if args.backend == "vllm":
+        return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
+                         tensor_parallel_size=args.tensor_parallel_size, **kwargs)
+    return HFJudge(args.model, questions, device=args.device, **kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="zyn_serve.py", description="Serve a ZYN yes/no judge over HTTP.")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="hub name, folder or embedded name")
+    parser.add_argument("--question", action="append", required=True, help="repeat for an ensemble (Eq. 4)")
+    parser.add_argument("--target", action="append", choices=["yes", "no"], help="once, or once per question")
+    parser.add_argument("--weight", action="append", type=float, help="once, or once per question")
+    parser.add_argument("--template", default="flan_review", help="a zyn_reward TEMPLATES name or a string")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--token", default=os.environ.get("ZYN_SERVE_TOKEN"),
+                        help="require 'Authorization: Bearer TOKEN' (or ?token=); default $ZYN_SERVE_TOKEN")
+    parser.add_argument("--transform", choices=TRANSFORMS, default="centered", help="rewards = transform(P)")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="gather window of a micro-batch")
+    parser.add_argument("--max-batch", type=int, default=256, help="items per judge call")
+    parser.add_argument("--batch-size", type=int, default=32, help="judge forward batch (hf backend)")
+    parser.add_argument("--max-items", type=int, default=Limits.max_items)
+    parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
+    parser.add_argument("--max-questions", type=int, default=Limits.max_questions)
+    parser.add_argument("--question-from-labels", action="store_true",
+                        help="a non-empty string label is the item's question (OpenRLHF --data.label_key)")
+    parser.add_argument("--strip-token", action="append", default=[], help="more special tokens to strip")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-length", type=int, default=None, help="prompt token limit")
+    parser.add_argument("--no-chat-template", action="store_true")
+    parser.add_argument("--calibrate", action="store_true", help="contextual calibration")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm backend")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
+    parser.add_argument("--graceful-timeout", type=float, default=60.0, help="seconds to finish requests on SIGTERM")
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    import uvicorn
+
+    judge = build_judge(args)
+    app = create_app(judge, token=args.token, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+                     transform=args.transform, question_from_labels=args.question_from_labels,
+                     strip_tokens=args.strip_token,
+                     limits=Limits(args.max_items, args.max_chars, args.max_questions))
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+    host, port = sock.getsockname()[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        log.warning("listening on %s without --token: anyone who reaches this port can use the judge", host)
+    print(f"zyn_serve listening on http://{'[%s]' % host if family == socket.AF_INET6 else host}:{port} "
+          f"({judge.backend}, {judge.model_name}, {len(judge.questions)} question(s))", flush=True)
+    config = uvicorn.Config(app, log_level="info", access_log=args.access_log, lifespan="on",
+                            timeout_graceful_shutdown=args.graceful_timeout, timeout_keep_alive=30)
+    uvicorn.Server(config).run(sockets=[sock])  # SIGTERM/SIGINT: stop accepting, finish, exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,12 @@ Ask an instruction-tuned language model a yes/no question about a text and read 
     rm.reward_fn(samples)                                              # trlx reward_fn
     rm.as_trl_reward()                                                 # TRL GRPO/RLOO reward func
 
-Command line (the default judge is the embedded offline model):
+    # few-shot examples (their key/value cache is computed once) and a question with its negation:
+    q = YesNoQuestion("Is this review positive?", examples=[("Works great.", "yes"), ("Awful.", "no")])
+    pair = YesNoQuestion.pair("Is this review positive?", "Is this review negative?")
+
+Command line (the default judge is the embedded offline model; bad input is one `error: ...` line on
+stderr and exit status 2, `--debug` or ZYN_DEBUG=1 shows the traceback):
 
     python zyn_reward.py score --question "Is this movie review positive?" reviews.txt
     python zyn_reward.py eval --question "Is this movie review positive?" --labeled reviews.csv
@@ -23,12 +28,16 @@ Command line (the default judge is the embedded offline model):
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import difflib
 import inspect
+import io
 import math
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -53,18 +62,57 @@ CONTENT_FREE = ("N/A", "", "[MASK]")  # content-free inputs of Zhao et al. (2021
 MAX_LENGTH_CAP = 1024  # default prompt limit when the tokenizer reports no sensible one
 # config attributes of models that change the logits after their LM head
 POST_HEAD_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+# Tokens per forward pass when batch_size and token_budget are left unset. On a CPU the activations of
+# a batch should stay in the cache; short timing runs of SmolLM2-135M on a 2-core Xeon (load average 3-6,
+# so noisy) found ~256-1024 tokens per pass at least as fast as any other size, and 4096+ (the old
+# 32 x 180-token batches) up to 1.4x slower. A GPU wants large batches.
+TOKEN_BUDGET = {"cpu": 512, "cuda": 16384, "mps": 4096, "xpu": 16384}
+# Under bf16/fp16 autocast, this many of the judge's last decoder layers run in fp32 (their rounding
+# errors reach the answer logits undamped; see fp32_layers in ZeroShotRewardModel).
+FP32_LAYERS = 2
+EXAMPLE_ANSWERS = {"yes": "Yes", "no": "No"}  # how a few-shot example's answer is written
+EXAMPLE_SEPARATOR = "\n\n"  # between few-shot examples in plain (non-chat) prompts
 _FIELD = re.compile(r"\{(text|question)\}")
+_ANSWERS = {"yes": "yes", "no": "no", "y": "yes", "n": "no", "true": "yes", "false": "no", "1": "yes",
+            "0": "no", "positive": "yes", "negative": "no", "pos": "yes", "neg": "no"}
+
+
+class ModelLoadError(OSError):
+    """A judge could not be found or loaded; the message says what was tried and how to fix it."""
+
+
+class UserError(Exception):
+    """Bad input to the command line: printed as one `error: ...` line, exit status 2."""
+
+
+def _answer(value, what: str) -> str:
+    """'yes' or 'no' from yes/no, true/false, 1/0 (strings, bools or numbers)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return "yes" if value == 1 else "no"
+    if isinstance(value, str) and value.strip().lower() in _ANSWERS:
+        return _ANSWERS[value.strip().lower()]
+    raise ValueError(f"{what} must be 'yes' or 'no', got {value!r}")
 
 
 @dataclass
 class YesNoQuestion:
-    """A yes/no question about a text; `target` is the answer that earns the reward."""
+    """A yes/no question about a text; `target` is the answer that earns the reward.
+
+    examples: few-shot examples, (text, answer) pairs with answer "yes"/"no" (or True/False, 1/0). Each
+    is rendered with the same template and followed by its answer ("Yes"/"No") before the text to
+    judge; with a chat template they become earlier user/assistant turns. On decoder-only judges the
+    prompt part that every text shares (the examples, a chat header) is run once and its key/value
+    cache reused for every batch.
+    """
 
     question: str
     target: str = "yes"
     template: str = TEMPLATES["flan_review"]
     weight: float = 1.0
     name: str | None = None
+    examples: Sequence[tuple[str, str]] = ()
 
     def __post_init__(self):
         if not isinstance(self.question, str) or not self.question.strip():
@@ -86,10 +134,54 @@ class YesNoQuestion:
             self.name = re.sub(r"[^a-z0-9]+", "_", self.question.lower()).strip("_")[:48] or "question"
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("name must be a non-empty string")
+        if isinstance(self.examples, (str, bytes)) or not isinstance(self.examples, (list, tuple)):
+            raise TypeError("examples must be a list of (text, 'yes' or 'no') pairs")
+        examples = []
+        for i, example in enumerate(self.examples):
+            if not isinstance(example, (list, tuple)) or len(example) != 2 or not isinstance(example[0], str):
+                raise TypeError(f"examples[{i}] must be a (text, 'yes' or 'no') pair, got {example!r}")
+            examples.append((example[0], _answer(example[1], f"examples[{i}] answer")))
+        self.examples = tuple(examples)
+
+    @classmethod
+    def pair(cls, question: str, negation: str, target: str = "yes", template: str = TEMPLATES["flan_review"],
+             weight: float = 1.0, name: str | None = None,
+             examples: Sequence[tuple[str, str]] = ()) -> list["YesNoQuestion"]:
+        """A question and its negation as one criterion (Eq. 4 with polarity), for `questions=`:
+
+            YesNoQuestion.pair("Is this review positive?", "Is this review negative?")
+
+        rewards P(yes | question) and P(no | negation) with weight/2 each, so the pair counts as one
+        question of `weight` beside others. `examples` are labelled for `question`; the negation gets
+        them with the opposite answers."""
+        target = _answer(target, "target")
+        flip = {"yes": "no", "no": "yes"}
+        if isinstance(question, str) and isinstance(negation, str) and question.strip() == negation.strip():
+            raise ValueError("pair needs two different questions: a question and its negation")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise TypeError(f"weight must be a number, got {weight!r}")
+        first = cls(question, target, template, weight / 2, name, examples)
+        second = cls(negation, flip[target], template, weight / 2, None if name is None else f"{name}_negation",
+                     [(text, flip[answer]) for text, answer in first.examples])
+        if first.name == second.name:
+            second.name = f"{first.name}_negation"
+        return [first, second]
+
+    def _one(self, text: str) -> str:
+        return _FIELD.sub(lambda m: text if m.group(1) == "text" else self.question, self.template)
 
     def format(self, text: str) -> str:
-        """The prompt for one text (single pass: braces inside the text or question are kept as they are)."""
-        return _FIELD.sub(lambda m: text if m.group(1) == "text" else self.question, self.template)
+        """The prompt for one text (single pass: braces inside the text or question are kept as they are),
+        after the few-shot examples, each followed by its answer."""
+        shots = "".join(f"{self._one(t)} {EXAMPLE_ANSWERS[a]}{EXAMPLE_SEPARATOR}" for t, a in self.examples)
+        return shots + self._one(text)
+
+    def messages(self, text: str) -> list[dict[str, str]]:
+        """The prompt as chat messages: one user/assistant turn per example, then the text."""
+        turns = []
+        for t, a in self.examples:
+            turns += [{"role": "user", "content": self._one(t)}, {"role": "assistant", "content": EXAMPLE_ANSWERS[a]}]
+        return turns + [{"role": "user", "content": self._one(text)}]
 
 
 def _check_texts(texts, what: str = "texts") -> list[str]:
@@ -101,24 +193,61 @@ def _check_texts(texts, what: str = "texts") -> list[str]:
     return list(texts)
 
 
+def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (the CPU flags avx512_bf16 / amx_bf16). dtype="auto" picks bf16 exactly then."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(check) for check in checks):
+        return any(bool(check()) for check in checks)
+    try:  # older torch: read the flags
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class ZeroShotRewardModel:
     """P(target answer) of one or several yes/no questions, from any Hugging Face seq2seq or causal LM.
 
     model: a hub name or local folder, an embedded short name ("smollm2-135m-instruct"), or a model.
-    questions: one YesNoQuestion (or a question string) or a list of them (an ensemble, Eq. 4).
+        A name that cannot be found fails at once with a ModelLoadError naming what was tried; a hub
+        name loads from the local cache when HF_HUB_OFFLINE=1 or the hub is unreachable.
+    questions: one YesNoQuestion (or a question string) or a list of them (an ensemble, Eq. 4);
+        YesNoQuestion.pair(question, negation) gives a question with its negation.
     yes_words / no_words: surface forms whose single-token probabilities are summed (leading-space
-        variants are added where the tokenizer has them).
+        variants are added where the tokenizer has them). A word that is several tokens, or that the
+        tokenizer maps to its unknown token, is an error.
+    batch_size, token_budget: how texts are grouped into forward passes (texts sorted by length, so
+        that padding stays small). By default (both None) each pass holds as many texts as fit in a
+        budget of tokens (texts x longest prompt) chosen per device, TOKEN_BUDGET: 512 on a CPU, where
+        a pass that outgrows the cache is slower per token, 16384 on a GPU. batch_size alone fixes the
+        number of texts per pass (no token budget); both together apply both limits. A pass of one
+        text without padding runs with no attention mask or position ids: the bare forward's cost.
+    device: where the judge runs (default: the GPU of LOCAL_RANK when there is one, else the CPU).
+    dtype: compute precision. "bfloat16"/"float16" run the judge under torch.autocast: the weights
+        stay as loaded, the residual stream, the last `fp32_layers` layers and the yes/no logits stay
+        in fp32 (pass a model loaded in bf16 to halve its memory instead). "float32" casts the judge
+        to fp32 (in place). "auto": bfloat16 where the device computes it natively (bf16_is_fast: a
+        CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), otherwise the weights' own precision
+        (fp32 for a judge loaded by name). None (default): the weights' precision.
+    fp32_layers: under bf16/fp16 autocast, the number of last decoder layers run in fp32
+        (decoder-only judges; default FP32_LAYERS).
     transform: what reward_fn returns: "centered" (p-0.5)*10 (Eq. 3), "prob" p or "logodds".
     chat_template: wrap decoder-only prompts in the tokenizer's chat template when it has one.
     calibrate: contextual calibration: True (content-free texts "N/A", "", "[MASK]"), or your own
         text(s); their log-odds are subtracted from every score.
-    dtype: compute precision. bfloat16/float16 run the judge under torch.autocast: the weights stay
-        as loaded, the residual stream and the yes/no logits stay in fp32 (pass a model loaded in
-        bf16 to halve its memory instead). float32 casts the judge to fp32.
     max_length: prompt token limit (default: the tokenizer's, at most 1024); longer texts are
-        truncated inside {text}, so that the template and the question always survive.
-    reuse_prefix: for several questions on a decoder-only judge, run the shared prompt prefix once
-        and reuse its key/value cache for each question's suffix.
+        truncated inside {text}, so that the examples, the template and the question always survive.
+    reuse_prefix: on a decoder-only judge, run the prompt part that all texts share (few-shot
+        examples, a chat header) once and reuse its key/value cache for every batch (recomputed when
+        the weights change), and for several questions run each text's shared part once and only each
+        question's suffix after it. False runs every prompt whole (the plain reference computation).
     """
 
     def __init__(
@@ -128,7 +257,7 @@ class ZeroShotRewardModel:
         tokenizer=None,
         yes_words: Sequence[str] = ("Yes",),
         no_words: Sequence[str] = ("No",),
-        batch_size: int = 32,
+        batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         transform: str = "centered",
@@ -136,6 +265,8 @@ class ZeroShotRewardModel:
         calibrate: bool | str | Sequence[str] = False,
         max_length: int | None = None,
         reuse_prefix: bool = True,
+        token_budget: int | None = None,
+        fp32_layers: int = FP32_LAYERS,
     ):
         if isinstance(questions, (YesNoQuestion, str)):
             questions = [questions]
@@ -152,15 +283,22 @@ class ZeroShotRewardModel:
             raise ValueError("question weights must not all be zero")
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        for key, value in (("batch_size", batch_size), ("token_budget", token_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
+        if isinstance(fp32_layers, bool) or not isinstance(fp32_layers, int) or fp32_layers < 0:
+            raise ValueError(f"fp32_layers must be an integer >= 0, got {fp32_layers!r}")
         self.questions = questions
         self.transform = transform
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
+        self.fp32_layers = fp32_layers
 
         self.model, self.tokenizer, self.autocast_dtype = _load(model, tokenizer, device, dtype)
         self.device = next(self.model.parameters()).device
+        if token_budget is None and batch_size is None:
+            token_budget = TOKEN_BUDGET.get(self.device.type, TOKEN_BUDGET["cpu"])
+        self.token_budget = token_budget
         config = self.model.config
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         self.use_chat_template = bool(
@@ -175,15 +313,21 @@ class ZeroShotRewardModel:
             raise ValueError(f"yes_words and no_words share token ids {sorted(shared)}")
         if max_length is None:
             max_length = _default_max_length(self.tokenizer, config)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         self.max_length = max_length
         params = inspect.signature(self.model.forward).parameters
         self._accepts = set(params)
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._exact_head = not any(getattr(config, k, None) for k in POST_HEAD_ATTRIBUTES)
+        self._layers = _decoder_layers(self.model) if not self.is_encoder_decoder else []
         self.model.eval()
 
+        self._lock = threading.RLock()  # one scoring pass at a time (a server may call from threads)
+        self._prefixes: dict[str, tuple[int, ...]] = {}  # question name -> token prefix of all its prompts
+        self._prefix_caches: dict[tuple[int, ...], tuple[object, object]] = {}  # prefix -> (weights, cache)
         self.calibration = torch.zeros(len(questions), dtype=torch.float64)
-        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None  # (texts, log-odds) of the last call
+        self._last: tuple[object, torch.Tensor] | None = None  # (texts + weights key, log-odds) of the last call
         if calibrate is not False and calibrate is not None:
             free = list(CONTENT_FREE) if calibrate is True else _check_texts(
                 [calibrate] if isinstance(calibrate, str) else calibrate, "calibrate")
@@ -257,27 +401,33 @@ class ZeroShotRewardModel:
         p = p.clamp(1e-12, 1 - 1e-12)
         return torch.log(p) - torch.log1p(-p)
 
+    def _weights_key(self) -> tuple:
+        """Changes whenever the judge's weights change (optimiser steps bump each tensor's version),
+        are moved or cast: kept results and prefix caches are only reused under the same key."""
+        params = list(self.model.parameters())
+        first = params[0]
+        return (first.data_ptr(), first.dtype, first.device, sum(p._version for p in params))
+
     def _target_log_odds(self, texts: list[str]) -> torch.Tensor:
         """[questions, texts] float64 log-odds of each question's target answer (calibrated if asked).
 
         The last call's result is kept: a trainer that calls reward_fn and then metric_fn on the same
         samples (trlx and zyn_ppo do, at every evaluation) runs the judge once, not twice.
         """
-        key = tuple(texts)
-        if self._last is not None and self._last[0] == key:
-            return self._last[1]
-        sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in self.questions], dtype=torch.float64)
-        log_odds = (self._log_odds(texts) - self.calibration[:, None]) * sign[:, None]
-        self._last = (key, log_odds)
-        return log_odds
+        with self._lock:
+            key = (tuple(texts), self._weights_key())
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+            sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in self.questions], dtype=torch.float64)
+            log_odds = (self._log_odds(texts) - self.calibration[:, None]) * sign[:, None]
+            self._last = (key, log_odds)
+            return log_odds
 
     def _render(self, question: YesNoQuestion, text: str) -> str:
-        prompt = question.format(text)
         if self.use_chat_template:
-            prompt = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        return prompt
+            return self.tokenizer.apply_chat_template(question.messages(text), tokenize=False,
+                                                      add_generation_prompt=True)
+        return question.format(text)
 
     def _tokenize(self, prompts: list[str]) -> list[list[int]]:
         # a chat template writes its own special tokens
@@ -297,8 +447,9 @@ class ZeroShotRewardModel:
         overhead = len(self._tokenize([self._render(question, "")])[0])
         budget = self.max_length - overhead
         if budget < 1:
+            shots = f" and {len(question.examples)} examples" if question.examples else ""
             raise ValueError(
-                f"template and question alone take {overhead} tokens, max_length is {self.max_length}"
+                f"template{shots} and question alone take {overhead} tokens, max_length is {self.max_length}"
             )
         keep_end = getattr(self.tokenizer, "truncation_side", "right") == "left"
         text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -309,13 +460,33 @@ class ZeroShotRewardModel:
                 return seq if len(seq) <= self.max_length else seq[-self.max_length:]
             budget = max(1, budget - (len(seq) - self.max_length))
 
-    def _batches(self, ids: list[list[int]]):
-        """Yield (indices, input_ids, attention_mask): length-sorted, padded batches."""
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            input_ids, mask = self._pad([ids[i] for i in index], left=not self.is_encoder_decoder)
-            yield index, input_ids, mask
+    def _static_prefix(self, question: YesNoQuestion) -> tuple[int, ...]:
+        """The token prefix that every prompt of this question starts with: examples, chat header and
+        the template up to {text}, less its last token (which may merge with a text's first
+        characters). Each prompt is still checked against it before its cache is used."""
+        if question.name not in self._prefixes:
+            a, b = self._tokenize([self._render(question, "A"), self._render(question, "0")])
+            common = 0
+            while common < min(len(a), len(b)) and a[common] == b[common]:
+                common += 1
+            self._prefixes[question.name] = tuple(a[: max(common - 1, 0)])
+        return self._prefixes[question.name]
+
+    def _batch_groups(self, costs: list[int]) -> list[list[int]]:
+        """Indices of the texts in each forward pass: sorted by cost (tokens to run), then cut where
+        texts x the longest would pass the token budget or the texts the batch size."""
+        order = sorted(range(len(costs)), key=lambda i: costs[i])
+        groups: list[list[int]] = []
+        for i in order:
+            if groups:
+                last = groups[-1]
+                fits_budget = self.token_budget is None or (len(last) + 1) * costs[i] <= self.token_budget
+                fits_rows = self.batch_size is None or len(last) < self.batch_size
+                if fits_budget and fits_rows:
+                    last.append(i)
+                    continue
+            groups.append([i])
+        return groups
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -342,58 +513,115 @@ class ZeroShotRewardModel:
         if not texts:
             return out
         all_ids = [self._prompt_ids(q, texts) for q in self.questions]
-        if len(self.questions) > 1 and self.reuse_prefix and not self.is_encoder_decoder:
-            return self._log_odds_shared_prefix(all_ids)
-        for qi, ids in enumerate(all_ids):
-            for index, input_ids, mask in self._batches(ids):
-                out[qi, index] = self._yes_no(self._next_logits(input_ids, mask))
+        if self.is_encoder_decoder or not self.reuse_prefix:
+            rows = [(qi, i, ids[i]) for qi, ids in enumerate(all_ids) for i in range(len(texts))]
+            self._score_rows((), rows, out)
+            return out
+        groups: dict[tuple[int, ...], list[int]] = {}  # questions whose prompts share the same prefix
+        for qi, q in enumerate(self.questions):
+            groups.setdefault(self._static_prefix(q), []).append(qi)
+        for prefix, members in groups.items():
+            if len(members) == 1:
+                qi = members[0]
+                self._score_rows(prefix, [(qi, i, all_ids[qi][i]) for i in range(len(texts))], out)
+            else:
+                self._score_shared(prefix, members, all_ids, out)
         return out
 
-    def _log_odds_shared_prefix(self, all_ids: list[list[list[int]]]) -> torch.Tensor:
-        """Several questions per text: run the common token prefix once, then each question's suffix."""
-        n_q, n = len(all_ids), len(all_ids[0])
-        out = torch.zeros(n_q, n, dtype=torch.float64)
-        prefix_len = []
-        for i in range(n):
-            seqs = [ids[i] for ids in all_ids]
-            common = 0
-            while common < min(map(len, seqs)) - 1 and all(s[common] == seqs[0][common] for s in seqs):
-                common += 1  # keep at least one suffix token per question: its logits are the answer
-            prefix_len.append(common)
-        for index, _, _ in self._batches(all_ids[0]):
-            if min(prefix_len[i] for i in index) < 1:  # nothing shared: plain path for this batch
-                for qi in range(n_q):
-                    input_ids, mask = self._pad([all_ids[qi][i] for i in index], left=True)
-                    out[qi, index] = self._yes_no(self._next_logits(input_ids, mask))
-                continue
-            prefix_ids, prefix_mask = self._pad([all_ids[0][i][: prefix_len[i]] for i in index], left=True)
-            cache = self._next_logits(prefix_ids, prefix_mask, return_cache=True)[1]
+    def _score_rows(self, prefix: tuple[int, ...], rows: list[tuple[int, int, list[int]]], out: torch.Tensor):
+        """Score (question, text, prompt ids) rows independently; decoder-only prompts that start with
+        `prefix` run after its cached keys/values, the others whole."""
+        n = len(prefix)
+        cached = [r for r in rows if n and len(r[2]) > n and tuple(r[2][:n]) == prefix]
+        whole = [r for r in rows if not (n and len(r[2]) > n and tuple(r[2][:n]) == prefix)]
+        for part, skip in ((cached, n), (whole, 0)):
+            for group in self._batch_groups([len(r[2]) - skip for r in part]):
+                batch = [part[g] for g in group]
+                input_ids, mask = self._pad([r[2][skip:] for r in batch], left=not self.is_encoder_decoder)
+                if skip:
+                    logits = self._next_logits(input_ids, mask, cache=self._prefix_cache(prefix),
+                                               past_mask=torch.ones(len(batch), n, dtype=torch.long,
+                                                                    device=self.device))
+                else:
+                    logits = self._next_logits(input_ids, mask)
+                log_odds = self._yes_no(logits)
+                for (qi, ti, _), value in zip(batch, log_odds):
+                    out[qi, ti] = value
+
+    def _score_shared(self, prefix: tuple[int, ...], members: list[int], all_ids, out: torch.Tensor):
+        """Several questions per text: the prompt prefix of all texts from the cache, then each text's
+        common part (its text, the template around it) once, then each question's own suffix."""
+        n_q, p = len(members), len(prefix)
+        rows, shared, common = [], [], {}
+        for i in range(len(all_ids[0])):
+            seqs = [all_ids[qi][i] for qi in members]
+            c = 0
+            while c < min(map(len, seqs)) - 1 and all(s[c] == seqs[0][c] for s in seqs):
+                c += 1  # keep at least one suffix token per question: its logits are the answer
+            if c - p >= 1 and all(tuple(s[:p]) == prefix for s in seqs):
+                shared.append(i)
+                common[i] = c
+            else:
+                rows += [(qi, i, all_ids[qi][i]) for qi in members]
+        self._score_rows(prefix, rows, out)  # texts with nothing to share: each question on its own
+        for group in self._batch_groups([common[i] - p for i in shared]):
+            index = [shared[g] for g in group]
+            first = [all_ids[members[0]][i][p: common[i]] for i in index]
+            first_ids, first_mask = self._pad(first, left=True)
+            past = torch.ones(len(index), p, dtype=torch.long, device=self.device)
+            cache = self._next_logits(first_ids, first_mask, cache=self._prefix_cache(prefix) if p else None,
+                                      past_mask=past, return_cache=True)[1]
             cache.batch_repeat_interleave(n_q)  # rows: text 0 x every question, text 1 x every question...
-            suffixes = [all_ids[qi][i][prefix_len[i] :] for i in index for qi in range(n_q)]
+            suffixes = [all_ids[qi][i][common[i]:] for i in index for qi in members]
             suffix_ids, suffix_mask = self._pad(suffixes, left=True)
-            mask = torch.cat([prefix_mask.repeat_interleave(n_q, dim=0), suffix_mask], dim=1)
-            log_odds = self._yes_no(self._next_logits(suffix_ids, mask, cache=cache))
-            out[:, index] = log_odds.view(len(index), n_q).T
-        return out
+            past_mask = torch.cat([past, first_mask], dim=1).repeat_interleave(n_q, dim=0)
+            log_odds = self._yes_no(self._next_logits(suffix_ids, suffix_mask, cache=cache, past_mask=past_mask,
+                                                      copy_cache=False))
+            out[members][:, index]  # (shape check only)
+            values = log_odds.view(len(index), n_q)
+            for k, qi in enumerate(members):
+                out[qi, index] = values[:, k]
 
-    def _next_logits(self, input_ids, mask, cache=None, return_cache: bool = False):
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """Key/value cache of `prefix` (one row), computed once per prefix and weights."""
+        key = self._weights_key()
+        hit = self._prefix_caches.get(prefix)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        input_ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        cache = self._next_logits(input_ids, torch.ones_like(input_ids), return_cache=True)[1]
+        self._prefix_caches[prefix] = (key, cache)
+        return cache
+
+    def _next_logits(self, input_ids, mask, cache=None, past_mask=None, return_cache: bool = False,
+                     copy_cache: bool = True):
         """Next-token logits of the yes/no ids at the last position, in fp32: [batch, yes_ids + no_ids].
 
-        The LM head runs on the last position only; its input is captured and the answer rows are
-        recomputed in fp32, so that bf16/fp16 judges do not round the logits (bf16 steps are 0.125 at 20).
+        `mask` covers the new tokens, `past_mask` the cached ones (`cache`: one row, repeated for the
+        batch, or already one row per batch row with copy_cache=False). A batch without any padding
+        runs without attention mask and position ids, as a bare forward does. The LM head runs on the
+        last position only; its input is captured and the answer rows are recomputed in fp32, so that
+        bf16/fp16 judges do not round the logits (bf16 steps are 0.125 at 20).
         """
+        rows, width = input_ids.shape
         if self.is_encoder_decoder:
             start = self.model.config.decoder_start_token_id
             start = self.pad_id if start is None else start
-            decoder_input_ids = torch.full((len(input_ids), 1), start, dtype=torch.long, device=self.device)
+            decoder_input_ids = torch.full((rows, 1), start, dtype=torch.long, device=self.device)
             kwargs = dict(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
                           use_cache=False)
-        else:  # left padding: positions count real tokens only; `mask` covers cached + new tokens
-            use_cache = return_cache or cache is not None
-            kwargs = dict(input_ids=input_ids, attention_mask=mask, use_cache=use_cache)
-            if "position_ids" in self._accepts:
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        else:  # left padding: positions count real tokens only
+            kwargs = dict(input_ids=input_ids, use_cache=return_cache or cache is not None)
+            full = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
+            if not bool(full.all()):
+                kwargs["attention_mask"] = full
+                if "position_ids" in self._accepts:
+                    kwargs["position_ids"] = (full.cumsum(-1) - 1).clamp(min=0)[:, -width:]
             if cache is not None:
+                if copy_cache:  # the kept cache stays as it is: each pass extends its own copy
+                    cache = copy.deepcopy(cache)
+                    if rows > 1:
+                        cache.batch_repeat_interleave(rows)
                 kwargs[self._cache_kw] = cache
             if "logits_to_keep" in self._accepts:
                 kwargs["logits_to_keep"] = 1
@@ -401,11 +629,16 @@ class ZeroShotRewardModel:
         head = self.model.get_output_embeddings()
         captured = []
         hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
+        low = self.autocast_dtype
+        tail = self._layers[len(self._layers) - self.fp32_layers:] if low is not None and self.fp32_layers else []
         try:
-            low = self.autocast_dtype
+            for layer in tail:  # the last layers in fp32: autocast off inside them
+                layer.forward = _without_autocast(layer.forward, self.device.type)
             with torch.autocast(self.device.type, dtype=low, enabled=low is not None):
                 out = self.model(**kwargs)
         finally:
+            for layer in tail:
+                del layer.forward  # back to the class's forward
             if hook:
                 hook.remove()
         if self._exact_head and captured:
@@ -418,6 +651,25 @@ class ZeroShotRewardModel:
         if return_cache:
             return logits, getattr(out, "cache", None) or out.past_key_values
         return logits
+
+
+def _without_autocast(forward, device_type: str):
+    def run(*args, **kwargs):
+        with torch.autocast(device_type, enabled=False):
+            args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+            return forward(*args, **kwargs)
+
+    return run
+
+
+def _decoder_layers(model) -> list:
+    """The decoder layers of a causal LM, in order (the longest ModuleList of its base model whose
+    length is the configured number of layers), or [] when none is found."""
+    config = model.config
+    n = next((getattr(config, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+              if isinstance(getattr(config, k, None), int)), None)
+    found = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    return list(found[0]) if n and found else []
 
 
 def _join_turns(prompt, completion, index: int) -> str:
@@ -440,6 +692,7 @@ def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
         words = [words]
     if not words:
         raise ValueError(f"{what} must name at least one word")
+    unk = getattr(tokenizer, "unk_token_id", None)
     ids: list[int] = []
     for word in words:
         if not isinstance(word, str) or not word.strip():
@@ -448,9 +701,12 @@ def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
         if len(form) != 1:
             pieces = tokenizer.convert_ids_to_tokens(form)
             raise ValueError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
+        if unk is not None and form[0] == unk:
+            raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the unknown "
+                             f"token {tokenizer.unk_token!r}); choose a word the judge knows, such as 'Yes'/'No'")
         variant = word[1:] if word.startswith(" ") else " " + word
         other = tokenizer(variant, add_special_tokens=False)["input_ids"]
-        for token in form + (other if len(other) == 1 else []):
+        for token in form + (other if len(other) == 1 and other[0] != unk else []):
             if token not in ids:
                 ids.append(token)
     return ids
@@ -462,21 +718,120 @@ def _default_max_length(tokenizer, config) -> int:
     return min(int(x) for x in limits if isinstance(x, (int, float)) and 0 < x < 1e9)
 
 
+# --------------------------------------------------------------------------------------------------
+# Finding and loading a judge
+# --------------------------------------------------------------------------------------------------
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_cache_dir() -> str:
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(name, "config.json", cache_dir=_hub_cache_dir())
+    except Exception:  # an odd name or cache layout: treat as not cached
+        return False
+    return isinstance(found, str)
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """None when the hub answers (any HTTP status), else why it cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(endpoint, timeout=timeout)
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"{endpoint}: {reason}"
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.endswith("/")
+            or name.count("/") > 1 or not _HUB_ID.match(name))
+
+
+def _locate_model(name: str) -> tuple[str, dict]:
+    """(path or hub name, extra from_pretrained kwargs) for a judge name, or a ModelLoadError that says
+    what was tried: the embedded names, a local folder, the Hugging Face cache and hub."""
+    if name in EMBEDDED_MODELS:
+        try:
+            return embedded_model_path(name), {}
+        except FileNotFoundError as error:
+            raise ModelLoadError(str(error)) from None
+    embedded = ", ".join(sorted(EMBEDDED_MODELS))
+    close = difflib.get_close_matches(name, list(EMBEDDED_MODELS), n=1, cutoff=0.6)
+    not_embedded = f"not an embedded model name ({embedded})" + (f"; did you mean {close[0]!r}?" if close else "")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return str(path), {}
+        raise ModelLoadError(f"model folder {name!r} has no config.json; give a folder saved with "
+                             "save_pretrained (config.json, weights, tokenizer)")
+    if path.exists():
+        raise ModelLoadError(f"model {name!r} is a file; give the folder that holds its config.json")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"model {name!r}: no such local folder, and {not_embedded}; check the path")
+    cached = _hub_cached(name)
+    if _hub_offline():
+        if cached:
+            return name, {"local_files_only": True}
+        raise ModelLoadError(
+            f"model {name!r}: {not_embedded}, not a local folder, and not in the Hugging Face cache "
+            f"({_hub_cache_dir()}) while HF_HUB_OFFLINE is set; unset it to download, or give a folder")
+    unreachable = _hub_unreachable()
+    if unreachable:
+        if cached:
+            return name, {"local_files_only": True}
+        raise ModelLoadError(
+            f"model {name!r}: {not_embedded}, not a local folder, not in the Hugging Face cache "
+            f"({_hub_cache_dir()}), and the hub is unreachable ({unreachable}); connect, or give a folder")
+    return name, {}
+
+
 def _load(model, tokenizer, device, dtype):
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
                               PreTrainedModel)
 
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None) if dtype != "auto" else None
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError("dtype must be a torch dtype or one of 'float32', 'bfloat16', 'float16'")
-    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+            raise ValueError("dtype must be a torch dtype or one of 'float32', 'bfloat16', 'float16', 'auto'")
+    if dtype not in (None, "auto", torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16, float16 or 'auto', got {dtype}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+    extra: dict = {}
     if isinstance(model, (str, Path)):
-        path = embedded_model_path(str(model)) if str(model) in EMBEDDED_MODELS else str(model)
-        config = AutoConfig.from_pretrained(path)
-        cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        model = cls.from_pretrained(path)
+        name = str(model)
+        path, extra = _locate_model(name)
+        try:
+            config = AutoConfig.from_pretrained(path, **extra)
+            cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            model = cls.from_pretrained(path, dtype=torch.float32, **extra)
+        except (OSError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"cannot load model {name!r} from {path}: {first}") from error
         tokenizer = path if tokenizer is None else tokenizer
         # under accelerate/torchrun each process scores on its own GPU
         device = device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
@@ -489,9 +844,15 @@ def _load(model, tokenizer, device, dtype):
     if isinstance(tokenizer, (str, Path)):
         name = str(tokenizer)
         name = embedded_model_path(name) if name in EMBEDDED_MODELS else name
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, **extra)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"cannot load the tokenizer of {name!r}: {first}") from error
     if device is not None:
         model.to(device)
+    if dtype == "auto":
+        dtype = torch.bfloat16 if bf16_is_fast(next(model.parameters()).device) else None
     if dtype == torch.float32:
         model.float()
     return model, tokenizer, (dtype if dtype in (torch.bfloat16, torch.float16) else None)
@@ -503,7 +864,8 @@ def _load(model, tokenizer, device, dtype):
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties count one half."""
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count one half.
+    NaN when the labels hold one class only (the area is undefined)."""
     pairs = sorted(zip(scores, labels))
     ranks = [0.0] * len(pairs)
     i = 0
@@ -538,20 +900,90 @@ _LABELS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, "pos": 1, "
            "positive": 1, "negative": 0}
 
 
-def read_labeled(path: str) -> tuple[list[str], list[int]]:
-    """A CSV file with columns text,label (label 1/0, yes/no, true/false, positive/negative)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with columns text,label, got {reader.fieldnames}")
-        texts, labels = [], []
-        for line, row in enumerate(reader, start=2):
-            label = _LABELS.get(str(row["label"]).strip().lower())
-            if label is None:
-                raise ValueError(f"{path}:{line}: label must be one of {sorted(_LABELS)}, "
-                                 f"got {row['label']!r}")
-            texts.append(row["text"])
-            labels.append(label)
+def _parse_label(value) -> int | None:
+    """1/0 from 1/0, 1.0/0.0, yes/no, true/false, pos/neg, positive/negative (any case); else None."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in _LABELS:
+        return _LABELS[text]
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number in (0.0, 1.0) else None
+
+
+def _read_text_file(path: str, what: str) -> str:
+    """A UTF-8 text file (a byte order mark is dropped), or a ValueError/FileNotFoundError that says
+    what is wrong with it; "-" reads standard input."""
+    if path == "-":
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        where = "standard input"
+    else:
+        where = path
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{what} {path!r} is a folder; give a file")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} {path!r} does not exist; check the path") from None
+    if b"\x00" in data[:65536]:
+        raise ValueError(f"{what} {where} looks binary (it holds NUL bytes); give a UTF-8 text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {where} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+                         f"{error.start}); save it as UTF-8") from None
+
+
+def split_lines(text: str) -> list[str]:
+    """One text per line: split on newlines only ("\\n", "\\r\\n"), never on form feeds, U+2028, U+0085
+    or other characters that str.splitlines() also breaks at; a final newline ends the last line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_labeled(path: str, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[int]]:
+    """A CSV file with a header and columns text,label (label 1/0, 1.0/0.0, yes/no, true/false,
+    positive/negative; the column names match without regard to case or surrounding spaces; a byte order
+    mark is fine). Errors name the file and line."""
+    content = _read_text_file(path, "labelled CSV")
+    reader = csv.reader(io.StringIO(content, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise ValueError(f"{path}:1: not a valid CSV header ({error})") from None
+    if not header:
+        raise ValueError(f"{path}: empty file; it needs a header line {text_column},{label_column} and one "
+                         "row per example")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in (text_column, label_column) if c.strip().lower() not in names]
+    if missing:
+        raise ValueError(f"{path}:1: no column {' or '.join(repr(m) for m in missing)} in the header {header}; "
+                         f"name the columns {text_column},{label_column} (or pass --text-column/--label-column)")
+    ti, li = names.index(text_column.strip().lower()), names.index(label_column.strip().lower())
+    texts, labels = [], []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as error:
+            raise ValueError(f"{path}:{start}: not valid CSV ({error})") from None
+        if row is None:
+            break
+        if not row:  # a blank line
+            continue
+        if len(row) <= max(ti, li):
+            raise ValueError(f"{path}:{start}: {len(row)} field(s), the header has {len(header)}; "
+                             f"each row needs a {text_column} and a {label_column}")
+        label = _parse_label(row[li])
+        if label is None:
+            raise ValueError(f"{path}:{start}: unknown label {row[li]!r} in column {label_column!r}; use 1/0, "
+                             "yes/no, true/false or positive/negative")
+        texts.append(row[ti])
+        labels.append(label)
     return texts, labels
 
 
@@ -560,50 +992,146 @@ def read_labeled(path: str) -> tuple[list[str], list[int]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="zyn_reward.py", description="Try a yes/no reward question.")
-    commands = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _words(text: str) -> list[str]:
+    words = [w for w in text.split(",") if w.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError(f"{text!r} names no word; give comma-separated words such as Yes,yes")
+    return words
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, (FileNotFoundError, IsADirectoryError)) and error.filename:
+        text = f"{error.filename}: {error.strerror}; check the path"
+    return " ".join(text.split())
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zyn_reward.py", description="Try a yes/no reward question.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also ZYN_DEBUG=1)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     score = commands.add_parser("score", help="print P(target answer) for each line of a file")
-    score.add_argument("file", help="one text per line; - reads standard input")
+    score.add_argument("file", help="UTF-8 text, one text per line (split on newlines only); - reads stdin")
     evaluate = commands.add_parser("eval", help="AUROC, accuracy and calibration error on labelled texts")
     evaluate.add_argument("--labeled", required=True, help="CSV file with columns text,label (1/0)")
+    evaluate.add_argument("--text-column", default="text", help="name of the text column")
+    evaluate.add_argument("--label-column", default="label", help="name of the label column")
     for sub in (score, evaluate):
         sub.add_argument("--question", required=True, help='e.g. "Is this movie review positive?"')
+        sub.add_argument("--negation", default=None,
+                         help='the question\'s negation, e.g. "Is this movie review negative?": rewards '
+                              "P(yes | question) and P(no | negation) half each")
+        sub.add_argument("--examples", default=None,
+                         help="few-shot examples: a CSV file with columns text,label (label = the answer "
+                              "to --question)")
         sub.add_argument("--model", default="smollm2-135m-instruct", help="hub name, folder or embedded name")
         sub.add_argument("--template", default="flan_review",
                          help=f"one of {sorted(TEMPLATES)} or a string with {{text}} and {{question}}")
         sub.add_argument("--target", default="yes", choices=["yes", "no"], help="the rewarded answer")
-        sub.add_argument("--batch-size", type=int, default=32)
-        sub.add_argument("--max-length", type=int, default=None, help="prompt token limit")
-        sub.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+        sub.add_argument("--yes-words", type=_words, default=["Yes"], help="comma-separated, e.g. Yes,yes")
+        sub.add_argument("--no-words", type=_words, default=["No"], help="comma-separated, e.g. No,no")
+        sub.add_argument("--batch-size", type=_positive_int, default=None,
+                         help="texts per forward pass (default: sized by a token budget per device)")
+        sub.add_argument("--token-budget", type=_positive_int, default=None,
+                         help="tokens per forward pass (default: 512 on a CPU, 16384 on a GPU)")
+        sub.add_argument("--max-length", type=_positive_int, default=None, help="prompt token limit")
+        sub.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
+                         help="auto: bfloat16 where the device has native bf16, else the weights' own")
         sub.add_argument("--device", default=None)
         sub.add_argument("--no-chat-template", action="store_true", help="plain prompts (decoder-only)")
         sub.add_argument("--calibrate", action="store_true", help="contextual calibration")
-    args = parser.parse_args(argv)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks (also ZYN_DEBUG=1)")
+    return parser
 
+
+def _run(args) -> None:
     template = args.template.replace("\\n", "\n")
-    question = YesNoQuestion(args.question, target=args.target, template=template)
-    if args.command == "score":
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with stream:
-            texts = stream.read().splitlines()
-    else:
-        texts, labels = read_labeled(args.labeled)
-    rm = ZeroShotRewardModel(
-        args.model, questions=question, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        chat_template=not args.no_chat_template, calibrate=args.calibrate, max_length=args.max_length,
-    )
-    probs = rm.probabilities(texts)
+    try:
+        examples = read_labeled(args.examples) if args.examples else ([], [])
+    except (OSError, ValueError) as error:
+        raise UserError(f"--examples: {_one_line(error)}") from error
+    examples = [(t, "yes" if y else "no") for t, y in zip(*examples)]
+    try:
+        if args.negation:
+            questions = YesNoQuestion.pair(args.question, args.negation, target=args.target, template=template,
+                                           examples=examples)
+        else:
+            questions = YesNoQuestion(args.question, target=args.target, template=template, examples=examples)
+    except (ValueError, TypeError) as error:
+        message = _one_line(error)
+        if "template" in message:
+            message += "; --template needs {text} and {question}, e.g. 'Review: {text}\\n\\n{question} Response:'"
+        raise UserError(message) from error
+    try:
+        if args.command == "score":
+            texts = split_lines(_read_text_file(args.file, "texts file"))
+            if not texts:
+                raise ValueError(f"no texts: {'standard input' if args.file == '-' else args.file} is empty; "
+                                 "give one text per line")
+        else:
+            texts, labels = read_labeled(args.labeled, args.text_column, args.label_column)
+            if not texts:
+                raise ValueError(f"{args.labeled}: no examples (a header but no rows); add rows text,label")
+    except (OSError, ValueError) as error:
+        raise UserError(_one_line(error)) from error
+    try:
+        rm = ZeroShotRewardModel(
+            args.model, questions=questions, yes_words=args.yes_words, no_words=args.no_words,
+            batch_size=args.batch_size, token_budget=args.token_budget, device=args.device, dtype=args.dtype,
+            chat_template=not args.no_chat_template, calibrate=args.calibrate, max_length=args.max_length,
+        )
+        probs = rm.probabilities(texts)
+    except (ModelLoadError, ValueError) as error:
+        raise UserError(_one_line(error)) from error
     if args.command == "score":
         for p in probs:
             print(f"{p:.6f}")
         return
-    accuracy = sum((p >= 0.5) == bool(y) for p, y in zip(probs, labels)) / max(len(labels), 1)
-    print(f"examples   {len(labels)} ({sum(labels)} positive)")
-    print(f"AUROC      {auroc(probs, labels):.4f}")
+    n_pos = sum(labels)
+    accuracy = sum((p >= 0.5) == bool(y) for p, y in zip(probs, labels)) / len(labels)
+    area = auroc(probs, labels)
+    print(f"examples   {len(labels)} ({n_pos} positive)")
+    if math.isnan(area):
+        kind = "positive" if n_pos else "negative"
+        print(f"AUROC      undefined: one class (all {len(labels)} examples are {kind})")
+    else:
+        print(f"AUROC      {area:.4f}")
     print(f"accuracy   {accuracy:.4f} (P >= 0.5)")
     print(f"ECE        {expected_calibration_error(probs, labels):.4f} (10 bins)")
-    print(f"mean P     {sum(probs) / max(len(probs), 1):.4f}")
+    print(f"mean P     {sum(probs) / len(probs):.4f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line. A user error prints one line `error: <what, where, how to fix>` on stderr and
+    exits with status 2; --debug (or ZYN_DEBUG=1) raises it with its traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ZYN_DEBUG", "").strip().lower() in _TRUE
+    try:
+        _run(_build_parser().parse_args(argv))
+    except UserError as error:
+        if debug:
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(2)
+    except BrokenPipeError:  # e.g. `score ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -66,15 +66,16 @@ class HFJudge:
         self._models: OrderedDict = OrderedDict()
 
     def question_probabilities(self, questions, texts: list[str]) -> list[list[float]]:
-        rm = self.base if questions is None else self._models.get(questions)
+        key = None if questions is None else tuple((q.question, q.target, q.template, q.weight) for q in questions)
+        rm = self.base if key is None else self._models.get(key)
         if rm is None:  # the same weights and tokenizer, other questions
             kwargs = {k: v for k, v in self._kwargs.items() if k != "device"}
             rm = self._cls(self.base.model, list(questions), tokenizer=self.base.tokenizer, **kwargs)
-            self._models[questions] = rm
+            self._models[key] = rm
             while len(self._models) > self._cache_size:
                 self._models.popitem(last=False)
-        elif questions is not None:
-            self._models.move_to_end(questions)
+        elif key is not None:
+            self._models.move_to_end(key)
         probs = rm.question_probabilities(texts)
         return [probs[q.name] for q in rm.questions]
 
@@ -226,7 +227,7 @@ def _strings(body: dict, name: str, n: int | None, limits: Limits) -> list[str] 
 
 
 def _question_set(entry, field: str, template: str, limits: Limits):
-    """None (the server's questions) or a hashable tuple of YesNoQuestion for one item."""
+    """None (the server's questions) or, for one item, a tuple of (question, target, template, weight)."""
     from zyn_reward import YesNoQuestion
 
     if entry is None:
@@ -260,7 +261,7 @@ def _question_set(entry, field: str, template: str, limits: Limits):
             raise RequestError(400, f"{where}: {error}", field=f"{where}.{key}" if key else where) from None
     if sum(q.weight for q in out) <= 0:
         raise RequestError(400, f"{field}: question weights must not all be zero", field=field)
-    return tuple(out)
+    return tuple((q.question, q.target, q.template, q.weight) for q in out)
 
 
 def response_text(query: str, prompt: str | None, strip: re.Pattern, i: int = 0) -> str:
@@ -341,20 +342,25 @@ class MicroBatcher:
         self.stats = {"requests": 0, "items": 0, "batches": 0, "largest_batch": 0, "judge_errors": 0,
                       "waiting": 0}
         self._pending: list = []  # (texts, question sets, future, arrival time)
-        self._wakeup: asyncio.Event | None = None
+        self._size = 0  # items in self._pending
+        self._wakeup: asyncio.Event | None = None  # something is pending
+        self._full: asyncio.Event | None = None  # max_batch items are pending
         self._task: asyncio.Task | None = None
         self._closing = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zyn-judge")  # one judge call at a time
 
     async def submit(self, texts: list[str], sets: list) -> list[tuple[float, list[float]]]:
         if self._task is None:
-            self._wakeup = asyncio.Event()
+            self._wakeup, self._full = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         if self._closing:
             raise RuntimeError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((texts, sets, future, time.monotonic()))
+        self._size += len(texts)
         self._wakeup.set()
+        if self._size >= self.max_batch:
+            self._full.set()
         self.stats["waiting"] += 1
         try:
             return await future
@@ -365,6 +371,7 @@ class MicroBatcher:
         self._closing = True
         if self._task is not None:
             self._wakeup.set()
+            self._full.set()
             await self._task
         self._executor.shutdown(wait=True)
 
@@ -377,12 +384,15 @@ class MicroBatcher:
                 continue
             # the gather window: until the oldest waiting request is wait_s old, or the batch is full
             left = self.wait_s - (time.monotonic() - self._pending[0][3])
-            if left > 0 and not self._closing and sum(len(j[0]) for j in self._pending) < self.max_batch:
-                await asyncio.sleep(left)
+            if left > 0 and not self._closing and self._size < self.max_batch:
+                self._full.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), left)
             jobs, size = [], 0
             while self._pending and (not jobs or size + len(self._pending[0][0]) <= self.max_batch):
                 jobs.append(self._pending.pop(0))
                 size += len(jobs[-1][0])
+            self._size -= size
             try:
                 results = await loop.run_in_executor(self._executor, self._score, jobs)
             except BaseException as error:  # noqa: BLE001  (never let the loop die)
@@ -412,8 +422,12 @@ class MicroBatcher:
         return results
 
     def _score_group(self, qs, members, results):
+        from zyn_reward import YesNoQuestion
+
+        questions = None if qs is None else [YesNoQuestion(q, target=t, template=template, weight=w, name=f"q{j}")
+                                             for j, (q, t, template, w) in enumerate(qs)]
         try:
-            probs = self.judge.question_probabilities(qs, [text for _, _, text in members])
+            probs = self.judge.question_probabilities(questions, [text for _, _, text in members])
         except Exception as error:  # noqa: BLE001
             requests = sorted({j for j, _, _ in members})
             if len(requests) > 1:  # again one request at a time: a bad request fails only itself
@@ -423,7 +437,7 @@ class MicroBatcher:
             log.exception("judge call failed")
             results[requests[0]] = error
             return
-        weights = [q.weight for q in (self.judge.questions if qs is None else qs)]
+        weights = [q.weight for q in (questions or self.judge.questions)]
         for k, (j, i, _) in enumerate(members):
             if not isinstance(results[j], BaseException):
                 per_q = [float(probs[qi][k]) for qi in range(len(weights))]
@@ -528,7 +542,9 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
 
 
 class ZynServeError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refused request, None when there was no answer
 
 
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one connection pool per event loop
@@ -564,22 +580,75 @@ async def score_remote(responses, questions=None, url: str | None = None, token:
                 return reply.json()
             problem = f"HTTP {reply.status_code}: {reply.text[:500]}"
             if reply.status_code < 500:
-                raise ZynServeError(f"{endpoint}: {problem}")
+                raise ZynServeError(f"{endpoint}: {problem}", reply.status_code)
         await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
     raise ZynServeError(f"{endpoint}: no answer after {retries} tries ({problem})")
+
+
+class _Coalescer:
+    """Concurrent one-sample calls in one event loop, sent as one request every few ms (verl calls
+    compute_score once per sample, all at once); a request the server refuses is retried item by item."""
+
+    def __init__(self, url, token, wait_s: float = 0.002, max_items: int = 256):
+        self.url, self.token, self.wait_s, self.max_items = url, token, wait_s, max_items
+        self.pending: list = []
+        self.tasks: set = set()  # keeps the requests in flight referenced
+
+    async def score(self, text: str, question) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        if not self.pending:
+            loop.call_later(self.wait_s, self._flush)
+        future = loop.create_future()
+        self.pending.append((text, question, future))
+        return await future
+
+    def _flush(self):
+        batch, self.pending = self.pending, []
+        for i in range(0, len(batch), self.max_items):
+            task = asyncio.get_running_loop().create_task(self._send(batch[i:i + self.max_items]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, chunk):
+        questions = [q for _, q, _ in chunk]
+        try:
+            out = await score_remote([t for t, _, _ in chunk], None if all(q is None for q in questions) else questions,
+                                     url=self.url, token=self.token)
+        except ZynServeError as error:
+            if len(chunk) > 1 and error.status is not None:  # one bad item: the others still get scores
+                await asyncio.gather(*[self._send([item]) for item in chunk])
+                return
+            for _, _, future in chunk:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except Exception as error:  # noqa: BLE001  (every waiting caller hears of it)
+            for _, _, future in chunk:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for k, (_, _, future) in enumerate(chunk):
+            if not future.done():
+                future.set_result((out["rewards"][k], out["scores"][k]))
+
+
+_coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def verl_compute_score(data_source, solution_str, ground_truth, extra_info=None, url=None, token=None,
                              **kwargs) -> dict:
     """verl custom_reward_function (async). The question(s) travel in extra_info["question"/"questions"]
     (plus "target"), else the server's; url/token from custom_reward_function.reward_kwargs or
-    $ZYN_SERVE_URL / $ZYN_SERVE_TOKEN."""
+    $ZYN_SERVE_URL / $ZYN_SERVE_TOKEN. Concurrent calls share one HTTP request."""
     info = extra_info if isinstance(extra_info, dict) else {}
     question = info.get("questions", info.get("question"))
     if isinstance(question, str) and "target" in info:
         question = {"question": question, "target": info["target"]}
-    out = await score_remote([solution_str], None if question is None else [question], url=url, token=token)
-    return {"score": out["rewards"][0], "zyn_prob": out["scores"][0]}
+    per_loop = _coalescers.setdefault(asyncio.get_running_loop(), {})
+    key = (_endpoint(url), token or os.environ.get("ZYN_SERVE_TOKEN"))
+    coalescer = per_loop.get(key) or per_loop.setdefault(key, _Coalescer(*key))
+    reward, p = await coalescer.score(solution_str, question)
+    return {"score": reward, "zyn_prob": p}
 
 
 def _join(prompt, completion) -> str:

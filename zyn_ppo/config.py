@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A problem with what the user asked for; scripts print it as one line and exit with status 2."""
 
 
-class ConfigError(UserError, ValueError):
+class ConfigError(UserError):
     """A config value that is unknown, of the wrong type or out of range."""
 
 
@@ -318,7 +318,9 @@ class TRLConfig:
             if key in self.model.model_extra_configs:
                 raise ConfigError(f"model.model_extra_configs.{key}: set the precision with model.dtype instead")
         for key in ("method.gen_kwargs", "method.gen_experience_kwargs"):
-            new = (self.get(key) or {}).get("max_new_tokens", 40)
+            if self.get(key) is None:
+                continue
+            new = self.get(key).get("max_new_tokens", 40)
             if not _is_int(new) or new < 1:
                 raise ConfigError(f"{key}.max_new_tokens={new!r}: must be an integer >= 1")
             if new >= self.train.seq_length:

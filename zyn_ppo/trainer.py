@@ -555,23 +555,23 @@ class PPOTrainer:
         done_before = self.step >= self.total_steps
         bar = runio.progress_bar(self.total_steps, self.step, self.is_main)
         stop = runio.StopSignals(announce=self.is_main)
-        running = lambda: self.step < self.total_steps and not self._should_stop(stop)  # noqa: E731
+        stopped = False  # checked after each step, as trlx's loop would see it
         try:
             with stop:
                 if self.step == 0 and self.n_evals == 0:
                     self.logger.log(self.evaluate(), step=0)
-                while running():  # collections
+                while self.step < self.total_steps and not stopped:  # collections
                     stats = {}
                     if self.store is None or self.mb_index >= self.minibatches:
                         self.store = self.make_experience()
                         self.order = torch.randperm(len(self.store["rewards"])).tolist()
                         self.mb_index, self.inner = 0, 0
                         stats = dict(self.rollout_stats)
-                    while self.mb_index < self.minibatches and running():  # minibatches of the store
+                    while self.mb_index < self.minibatches and self.step < self.total_steps and not stopped:
                         idx = torch.tensor(self.order[self.mb_index * tc.batch_size:(self.mb_index + 1) * tc.batch_size])
-                        while self.inner < mc.ppo_epochs and running():  # PPO epochs on one minibatch
-                            self._one_step(idx, stats, bar)
-                            stats = {}
+                        while self.inner < mc.ppo_epochs and self.step < self.total_steps and not stopped:
+                            self._one_step(idx, stats, bar)  # one PPO epoch on this minibatch
+                            stats, stopped = {}, self._should_stop(stop)
                         if self.inner == mc.ppo_epochs:
                             self.inner, self.mb_index = 0, self.mb_index + 1
             if stop.received is not None and self.step < self.total_steps:

@@ -24,10 +24,8 @@ Running the same command again resumes from the latest checkpoint in the run dir
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,10 +35,14 @@ import torch
 import tyro
 import yaml
 
+from transformers import TrainerCallback
+
 import zyn_ppo
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
+from zyn_ppo import UserError, runio, script
+from zyn_reward import TEMPLATES, YesNoQuestion
 
 HERE = Path(__file__).resolve().parent
+SAFE_TO_CHANGE = ("args.total_steps", "args.tracker", "args.logging_dir", "args.checkpoint_interval")
 PRESETS = {
     # the paper's models; batch schedule, optimiser, KL weight and generation as configs/ppo_flan_sentiments.yml
     "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
@@ -101,15 +103,19 @@ class Args:
     temperature: float = 1.0
     """sampling temperature (top_k 0, top_p 1: the policy's own distribution, as the PPO runs sample)"""
     num_layers_unfrozen: int = 2
-    """train only the last N transformer blocks (and the final norm); -1 trains everything"""
+    """train only the last N blocks (plus embeddings, final norm and LM head, as the PPO runs); -1: everything"""
     eval_interval: int | None = None
     """evaluate on the held-out prompts every this many steps (and at step 0 and the end)"""
     eval_batch_size: int | None = None
     """eval prompts per generate call (PPO's method.chunk_size)"""
     checkpoint_interval: int | None = None
     """save a checkpoint every this many steps (the latest is kept, for resuming)"""
+    overwrite: bool = False
+    """where the run directory holds another run's results, move them aside (to <dir>.old-<time>) and start"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
+    debug: bool = False
+    """show the full traceback of an error (also ZYN_DEBUG=1)"""
 
 
 def resolve(args: Args) -> Args:
@@ -118,11 +124,19 @@ def resolve(args: Args) -> Args:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None and not (key == "tokenizer" and own_policy):
             setattr(args, key, value)
-    args.logging_dir = args.logging_dir or f"runs/{args.exp_name}__{args.preset}__seed{args.seed}"
     if args.num_rollouts % args.batch_size or args.num_rollouts % args.num_generations:
-        sys.exit(f"--num-rollouts ({args.num_rollouts}) must be a multiple of --batch-size ({args.batch_size}) "
-                 f"and of --num-generations ({args.num_generations})")
+        raise UserError(f"--num-rollouts ({args.num_rollouts}) must be a multiple of --batch-size ({args.batch_size}) "
+                        f"and of --num-generations ({args.num_generations})")
+    if args.logging_dir is None:  # named after what defines the run: a changed one gets its own
+        tag = runio.short_hash(record(args), safe=SAFE_TO_CHANGE)
+        args.logging_dir = f"runs/{args.exp_name}__{args.preset}__seed{args.seed}__{tag}"
     return args
+
+
+def record(args: Args) -> dict:
+    """What defines the run (recorded in run.json; a later run into the same directory must match)."""
+    return {"args": {k: v for k, v in asdict(args).items() if k not in ("overwrite", "print_config", "debug")},
+            "judge": make_reward(args).describe(), "trl": "1.16.0 (GRPOTrainer)"}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -140,159 +154,124 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------- reward
-def make_reward(args: Args) -> ZeroShotRewardModel:
-    question = YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"], name="positive")
-    return ZeroShotRewardModel(args.judge, questions=question)
+def make_reward(args: Args) -> script.Judge:
+    return script.Judge(args.judge, [YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"])])
 
 
-def external_check(args: Args) -> Callable[[list[str]], dict[str, list[float]]]:
+def external_check(args: Args):
     """An independent score of the samples, logged beside the judge's: VADER in the cpu preset."""
-    if args.preset == "paper":
-        return lambda samples: {}
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    vader = SentimentIntensityAnalyzer()
-    return lambda samples: {"external_vader": [(vader.polarity_scores(s)["compound"] + 1) / 2 for s in samples]}
+    return script.vader_check() if args.preset == "cpu" else (lambda samples: {})
 
 
 # ------------------------------------------------------------------------------------------------ train
-def freeze_bottom_layers(model, num_layers_unfrozen: int) -> None:
-    """Freeze the input embeddings and all but the last N transformer blocks (N = -1: train everything)."""
-    if num_layers_unfrozen < 0:
-        return
-    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len)
-    model.get_input_embeddings().requires_grad_(False)
-    for block in blocks[: len(blocks) - num_layers_unfrozen]:
-        block.requires_grad_(False)
+class Evaluator:
+    """The held-out evaluation of the PPO runs: same prompts, same metric names, same samples files."""
+
+    def __init__(self, args: Args, tokenizer, eval_prompts: list[str], judge: script.Judge, external, logger):
+        self.args, self.tokenizer, self.prompts, self.judge, self.external = args, tokenizer, eval_prompts, judge, external
+        self.logger, self.n_evals = logger, 0
+
+    @torch.no_grad()
+    def __call__(self, model, step: int) -> dict:
+        t0, was_training = time.time(), model.training
+        model.eval()
+        outputs = []
+        with torch.random.fork_rng(devices=[]):  # same sampling noise at every evaluation
+            torch.manual_seed(self.args.seed)
+            for i in range(0, len(self.prompts), self.args.eval_batch_size):
+                chunk = self.prompts[i:i + self.args.eval_batch_size]
+                enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
+                out = model.generate(**enc.to(model.device), do_sample=True, top_k=0, top_p=1.0,
+                                     temperature=self.args.temperature, max_new_tokens=self.args.max_new_tokens,
+                                     pad_token_id=self.tokenizer.pad_token_id)
+                outputs += self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+        model.train(was_training)
+        samples = [p + o for p, o in zip(self.prompts, outputs)]
+        rewards = self.judge.reward_fn(samples)
+        metrics = {**self.judge.metric_fn(samples), **self.external(samples)}
+        rows = [dict(prompt=p, output=o, reward=rewards[j], metrics={k: v[j] for k, v in metrics.items()})
+                for j, (p, o) in enumerate(zip(self.prompts, outputs))]
+        stats = {"reward/mean": float(np.mean(rewards)), **{f"metrics/{k}": float(np.mean(v)) for k, v in metrics.items()},
+                 "eval/index": self.n_evals, "time/eval": time.time() - t0}
+        self.logger.log_samples(rows, step)
+        runio.print_evaluation(rows, stats, self.n_evals, step)
+        self.n_evals += 1
+        return stats
 
 
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+class ZynCallback(TrainerCallback):
+    """metrics.jsonl in the PPO runs' format (one line per step, evaluation and training keys of a step
+    merged, TRL's names mapped to the PPO names), the PPO runs' progress bar and evaluations."""
+
+    RENAMED = {"loss": "loss/total", "learning_rate": "lr", "reward": "rollout/score_mean"}
+
+    def __init__(self, evaluate: Evaluator, logger: runio.RunLogger, elapsed_before: float):
+        self.evaluate, self.logger, self.elapsed_before = evaluate, logger, elapsed_before
+        self.t0, self.pending, self.bar = time.time(), {}, None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def on_train_begin(self, targs, state, control, model=None, **kwargs):
+        self.bar = runio.progress_bar(state.max_steps, state.global_step, True, desc="grpo")
+        if state.global_step == 0:
+            self.logger.log({**self.evaluate(model, 0), "time/elapsed": self.elapsed()}, step=0)
+
+    def on_step_end(self, targs, state, control, model=None, **kwargs):
+        self.bar.update(1)
+        if state.global_step % self.evaluate.args.eval_interval == 0 or state.global_step >= state.max_steps:
+            self.pending = self.evaluate(model, state.global_step)
+
+    def on_log(self, targs, state, control, logs=None, **kwargs):
+        if "loss" not in logs:  # the end-of-training summary
+            return
+        train = {self.RENAMED.get(k, f"grpo/{k}"): v for k, v in logs.items() if isinstance(v, (int, float))}
+        self.bar.set_postfix(reward=f"{train.get('rollout/score_mean', float('nan')):.3g}", refresh=False)
+        self.logger.log({**train, **self.pending, "time/elapsed": self.elapsed()}, step=state.global_step)
+        self.pending = {}
+
+    def on_train_end(self, targs, state, control, **kwargs):
+        if self.pending:
+            self.logger.log({**self.pending, "time/elapsed": self.elapsed()}, step=state.global_step)
+        self.bar.close()
 
 
-def make_eval_callback(args: Args, tokenizer, eval_prompts: list[str], rm: ZeroShotRewardModel,
-                       external: Callable, run_dir: Path, resume_step: int | None):
-    from transformers import TrainerCallback
+def train(args: Args) -> Path:
+    """Check the run directory (one run, one writer, nothing lost), then train with TRL's GRPOTrainer."""
+    run_dir = Path(args.logging_dir)
+    with runio.RunLock(run_dir):
+        mode = runio.check_run_dir(run_dir, record(args), resume=True, overwrite=args.overwrite, safe=SAFE_TO_CHANGE)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runio.write_json_atomic(run_dir / runio.RUN_RECORD, {**record(args), "environment": runio.environment()})
+        checkpoint = None
+        if mode == "continue" and (run_dir / "checkpoints").is_dir():
+            from transformers.trainer_utils import get_last_checkpoint
 
-    class ZynEvalCallback(TrainerCallback):
-        """Held-out evaluation and metrics.jsonl in the project's format (one line per step, eval and
-        training keys of a step merged), also sent to W&B / TensorBoard under the same names."""
-
-        def __init__(self):
-            self.path = run_dir / "metrics.jsonl"
-            kept = [m for m in read_lines(self.path) if resume_step is not None and m["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))  # no step twice after a resume
-            self.n_evals = sum("eval/index" in m for m in kept)
-            self.offset = max([m["time/elapsed"] for m in kept if "time/elapsed" in m], default=0.0)
-            self.t0, self.pending, self.tb = time.time(), {}, None
-
-        def elapsed(self) -> float:
-            return self.offset + time.time() - self.t0
-
-        @torch.no_grad()
-        def evaluate(self, model, step: int) -> dict:
-            t0, was_training = time.time(), model.training
-            model.eval()
-            outputs = []
-            with torch.random.fork_rng(devices=[]):  # same sampling noise at every evaluation
-                torch.manual_seed(args.seed)
-                for i in range(0, len(eval_prompts), args.eval_batch_size):
-                    chunk = eval_prompts[i:i + args.eval_batch_size]
-                    enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
-                    out = model.generate(**enc.to(model.device), do_sample=True, top_k=0, top_p=1.0,
-                                         temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                         pad_token_id=tokenizer.pad_token_id)
-                    outputs += tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-            model.train(was_training)
-            samples = [p + o for p, o in zip(eval_prompts, outputs)]
-            rewards = rm.reward_fn(samples)
-            metrics = {**rm.metric_fn(samples), **external(samples)}
-            (run_dir / "samples").mkdir(exist_ok=True)
-            with open(run_dir / "samples" / f"eval_{step}.jsonl", "w") as f:
-                for j, (p, o) in enumerate(zip(eval_prompts, outputs)):
-                    row = dict(prompt=p, output=o, reward=rewards[j], metrics={k: v[j] for k, v in metrics.items()})
-                    f.write(json.dumps(row) + "\n")
-            stats = {"reward/mean": float(np.mean(rewards))}
-            stats.update({f"metrics/{k}": float(np.mean(v)) for k, v in metrics.items()})
-            stats.update({"eval/index": self.n_evals, "time/eval": time.time() - t0})
-            print(f"evaluation #{self.n_evals} (step {step}): "
-                  + " ".join(f"{k} {v:.4g}" for k, v in stats.items() if k.startswith(("reward", "metrics"))))
-            print(f"  {samples[0]!r}", flush=True)
-            self.n_evals += 1
-            return stats
-
-        def write(self, line: dict) -> None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(line) + "\n")
-            scalars = {k: v for k, v in line.items() if k != "step" and isinstance(v, (int, float))}
-            if args.tracker == "wandb":
-                import wandb
-
-                if wandb.run is not None:
-                    wandb.log({**scalars, "train/global_step": line["step"]})
-            elif self.tb is not None:
-                for k, v in scalars.items():
-                    self.tb.add_scalar(k, v, line["step"])
-
-        def on_train_begin(self, targs, state, control, model=None, **kwargs):
-            if args.tracker == "tensorboard":
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            if state.global_step == 0:
-                self.write({"step": 0, **self.evaluate(model, 0), "time/elapsed": self.elapsed()})
-
-        def on_step_end(self, targs, state, control, model=None, **kwargs):
-            if state.global_step % args.eval_interval == 0 or state.global_step >= state.max_steps:
-                self.pending = self.evaluate(model, state.global_step)
-
-        def on_log(self, targs, state, control, logs=None, **kwargs):
-            if "loss" not in logs:  # the end-of-training summary
-                return
-            renamed = {"loss": "loss/total", "learning_rate": "lr", "reward": "rollout/score_mean"}
-            train = {renamed.get(k, f"grpo/{k}"): v for k, v in logs.items() if isinstance(v, (int, float))}
-            self.write({"step": state.global_step, **train, **self.pending, "time/elapsed": self.elapsed()})
-            self.pending = {}
-
-        def on_train_end(self, targs, state, control, **kwargs):
-            if self.pending:
-                self.write({"step": state.global_step, **self.pending, "time/elapsed": self.elapsed()})
-            if self.tb is not None:
-                self.tb.close()
-
-    return ZynEvalCallback()
+            checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
+        resume_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else -1
+        kept = runio.keep_metrics_until(run_dir / "metrics.jsonl", resume_step) if (run_dir / "metrics.jsonl").exists() else []
+        elapsed = max([m["time/elapsed"] for m in kept if m.get("time/elapsed") is not None], default=0.0)
+        if checkpoint:
+            print(f"continuing {run_dir} from {checkpoint} (step {resume_step})", file=sys.stderr)
+        _train(args, run_dir, checkpoint, elapsed)
+    print(runio.summarize(run_dir), flush=True)
+    return run_dir
 
 
-def train(args: Args) -> None:
+def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float) -> None:
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     if trl.__version__ != "1.16.0":
         print(f"warning: written for trl==1.16.0 (requirements.txt), found {trl.__version__}", file=sys.stderr)
-
-    run_dir = Path(args.logging_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
-    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if (run_dir / "checkpoints").is_dir() else None
-    if args.tracker == "wandb":
-        if not os.environ.get("WANDB_API_KEY"):
-            os.environ.setdefault("WANDB_MODE", "offline")  # tracking never blocks a run
-        os.environ.setdefault("WANDB_PROJECT", "zyn-flan-sentiments")  # the PPO runs' project
-        os.environ.setdefault("WANDB_DIR", str(run_dir))
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
-
     prompts, eval_prompts = load_prompts(args)
-    rm, external = make_reward(args), external_check(args)
-    tokenizer = AutoTokenizer.from_pretrained(zyn_ppo.resolve_model_path(args.tokenizer or args.policy),
-                                              padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(zyn_ppo.resolve_model_path(args.policy))
-    freeze_bottom_layers(model, args.num_layers_unfrozen)
-
+    judge, external = make_reward(args), external_check(args)
+    tokenizer = zyn_ppo.load_tokenizer(args.tokenizer or args.policy)
+    model = zyn_ppo.load_causal_lm(args.policy)
+    zyn_ppo.freeze_layers(model, args.num_layers_unfrozen)  # the same parameters as the PPO runs train
+    logger = runio.RunLogger(run_dir, None if args.tracker == "none" else args.tracker, record(args),
+                             project="zyn-flan-sentiments")
     on_gpu = torch.cuda.is_available()
     config = GRPOConfig(
         output_dir=str(run_dir / "checkpoints"), run_name=run_dir.name, seed=args.seed, max_steps=args.total_steps,
@@ -301,29 +280,29 @@ def train(args: Args) -> None:
         max_completion_length=args.max_new_tokens, temperature=args.temperature, top_k=0, top_p=1.0,
         beta=args.beta, epsilon=args.epsilon, learning_rate=args.learning_rate, lr_scheduler_type="constant",
         adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=1e-6,
-        logging_steps=1, save_strategy="steps", save_steps=args.checkpoint_interval, save_total_limit=1,
-        report_to="none" if args.tracker == "none" else args.tracker, use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), gradient_checkpointing=False, disable_dropout=True,
-        disable_tqdm=True,
+        logging_steps=1, save_strategy="steps", save_steps=args.checkpoint_interval, save_total_limit=2,
+        report_to="none", use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=False, disable_dropout=True, disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=rm.as_trl_reward(), args=config,
+    trainer = GRPOTrainer(model=model, reward_funcs=judge.rm.as_trl_reward(), args=config,
                           train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer)
-    resume_step = None
-    if checkpoint:
-        resume_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
-        print(f"resuming from {checkpoint} (step {resume_step})")
-    trainer.add_callback(make_eval_callback(args, tokenizer, eval_prompts, rm, external, run_dir, resume_step))
-    trainer.train(resume_from_checkpoint=checkpoint)
+    evaluate = Evaluator(args, tokenizer, eval_prompts, judge, external, logger)
+    trainer.add_callback(ZynCallback(evaluate, logger, elapsed))
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        logger.close()
 
 
 # ------------------------------------------------------------------------------------------------- main
 def main(args: Args) -> None:
-    args = resolve(args)
-    print(yaml.safe_dump({"args": asdict(args), "trl": "1.16.0 (GRPOTrainer)"}, sort_keys=False))
-    if args.print_config:
-        return
-    zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
-    train(args)
+    with script.user_errors(args.debug):
+        args = resolve(args)
+        print(yaml.safe_dump({"args": asdict(args), "trl": "1.16.0 (GRPOTrainer)"}, sort_keys=False))
+        if args.print_config:
+            return
+        zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
+        train(args)
 
 
 if __name__ == "__main__":

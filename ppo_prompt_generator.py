@@ -25,7 +25,6 @@ repeats one prompt is useless however well it scores: read distinct_n beside pro
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +39,13 @@ import torch
 import tyro
 
 import zyn_ppo
+from zyn_ppo import runio, script
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 EMBEDDED = "smollm2-135m-instruct"
+# settings that may change when a search continues (more iterations, another tracker, ...)
+SAFE_TO_CHANGE = ("total_steps", "tracker", "logging_dir", "print_config", "plot_interval", "debug",
+                  "judge_batch_size")
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Args:
     """redraw archive.png every this many iterations (and at the end)"""
     print_config: bool = False
     """print the resolved configuration and exit (loads nothing)"""
+    debug: bool = False
+    """show the full traceback of an error (also ZYN_DEBUG=1)"""
 
 
 PRESETS = {
@@ -124,10 +129,11 @@ def resolve(args: Args) -> Args:
     """Fill the preset's defaults into every unset field, and the run directory."""
     values = {k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None}
     args = dataclasses.replace(args, **values)
-    if args.logging_dir is None:
-        args.logging_dir = os.path.join("runs", f"{args.exp_name}__{args.preset}__seed{args.seed}")
     if not 1 <= len(args.descriptors) <= 2:
-        raise SystemExit("--descriptors takes one or two questions")
+        raise zyn_ppo.UserError(f"--descriptors takes one or two questions, got {len(args.descriptors)}")
+    if args.logging_dir is None:  # named after what defines the search: a changed one gets its own
+        tag = runio.short_hash(vars(args), safe=SAFE_TO_CHANGE)
+        args.logging_dir = os.path.join("runs", f"{args.exp_name}__{args.preset}__seed{args.seed}__{tag}")
     return args
 
 
@@ -282,79 +288,42 @@ def plot_archive(archive: dict, edges: list[list[float]], args: Args, path: Path
     plt.close(fig)
 
 
-class Tracker:
-    """metrics.jsonl always; W&B (offline without an API key) or TensorBoard when asked."""
-
-    def __init__(self, args: Args, run_dir: Path, resume_step: int):
-        self.path = run_dir / "metrics.jsonl"
-        kept = [m for m in read_jsonl(self.path) if m["step"] <= resume_step]  # no step twice after a resume
-        write_json_atomic(self.path, kept, jsonl=True)
-        self.backend = None
-        if args.tracker == "wandb":
-            import wandb
-
-            if not os.environ.get("WANDB_API_KEY"):
-                os.environ.setdefault("WANDB_MODE", "offline")
-            self.backend = wandb.init(project=args.project_name, name=run_dir.name, config=vars(args),
-                                      dir=str(run_dir), id=run_dir.name.replace("/", "_"), resume="allow")
-        elif args.tracker == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.backend = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, metrics: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        step = metrics["step"]
-        if self.backend is None:
-            return
-        scalars = {k: v for k, v in metrics.items() if k != "step"}
-        if hasattr(self.backend, "add_scalar"):
-            for k, v in scalars.items():
-                self.backend.add_scalar(k, v, step)
-        else:
-            self.backend.log(scalars, step=step)
-
-    def close(self) -> None:
-        if self.backend is not None:
-            (self.backend.close if hasattr(self.backend, "add_scalar") else self.backend.finish)()
-
-
 # ------------------------------------------------------------------------------------------------------
 # Search
 # ------------------------------------------------------------------------------------------------------
 
 
 def load_policy(name: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = zyn_ppo.resolve_model_path(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-    except OSError as e:
-        raise SystemExit(f"could not load the mutation LM {name!r} ({e}). Without internet, run with --preset cpu.")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    """The mutation LM, in fp32, and its left-padding tokenizer."""
+    return zyn_ppo.load_causal_lm(name).eval(), zyn_ppo.load_tokenizer(name)
 
 
 def search(args: Args) -> dict:
+    """Run (or continue) the search in args.logging_dir; one writer at a time, never another run's directory."""
     run_dir = Path(args.logging_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with runio.RunLock(run_dir):
+        return _search(args, run_dir)
+
+
+def _search(args: Args, run_dir: Path) -> dict:
     state_path, archive_path = run_dir / "state.json", run_dir / "archive.jsonl"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
-    if state is not None and len(state["edges"]) != len(args.descriptors):
-        raise SystemExit(f"{run_dir} holds a run with other descriptors; pick another --logging-dir")
+    if state is not None:  # continuing: the stored run must be this one
+        stored = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+        diff = runio.differences(stored, vars(args), safe=SAFE_TO_CHANGE)
+        if diff:
+            raise zyn_ppo.UserError(f"{run_dir} holds a different search ({'; '.join(diff[:6])}); leave "
+                                    "--logging-dir unset to get a directory of its own")
     write_json_atomic(run_dir / "config.json", vars(args))
 
     model, tokenizer = load_policy(args.policy)
-    try:
-        rm = make_judge(args, model, tokenizer) if args.judge == args.policy else make_judge(args)
-    except OSError as e:
-        raise SystemExit(f"could not load the judge {args.judge!r} ({e}). Without internet, run with --preset cpu.")
+    rm = make_judge(args, model, tokenizer) if args.judge == args.policy else make_judge(args)
     num_axes, num_cells = len(args.descriptors), args.bins ** len(args.descriptors)
-    tracker = Tracker(args, run_dir, resume_step=state["iteration"] if state else -1)
+    if state is not None:  # what was logged after the last finished iteration is done again
+        runio.keep_metrics_until(run_dir / "metrics.jsonl", state["iteration"])
+    elif (run_dir / "metrics.jsonl").exists():
+        runio.keep_metrics_until(run_dir / "metrics.jsonl", -1)  # a start that died before iteration 0 ended
+    tracker = runio.RunLogger(run_dir, args.tracker, vars(args), project=args.project_name)
 
     def evaluate(texts: list[str], iteration: int) -> list[dict]:
         texts = [t for t in texts if len(t) >= 3]
@@ -382,8 +351,8 @@ def search(args: Args) -> dict:
         state = dict(iteration=0, edges=edges, elapsed=time.time() - start)
         write_json_atomic(archive_path, list(archive.values()), jsonl=True)
         write_json_atomic(state_path, state)
-        tracker.log({"step": 0, **qd_metrics(archive, num_cells), "qd/accepted": len(archive),
-                     "time/elapsed": state["elapsed"]})
+        tracker.log({**qd_metrics(archive, num_cells), "qd/accepted": len(archive), "time/elapsed": state["elapsed"]},
+                    step=0)
     else:
         archive = {tuple(e["bin"]): e for e in read_jsonl(archive_path)}
         print(f"resuming {run_dir} at iteration {state['iteration']} with {len(archive)} elites")
@@ -402,9 +371,8 @@ def search(args: Args) -> dict:
         state = dict(iteration=iteration, edges=edges, elapsed=time.time() - start)
         write_json_atomic(archive_path, list(archive.values()), jsonl=True)
         write_json_atomic(state_path, state)
-        metrics = {"step": iteration, **qd_metrics(archive, num_cells), "qd/accepted": accepted,
-                   "time/elapsed": state["elapsed"]}
-        tracker.log(metrics)
+        metrics = {**qd_metrics(archive, num_cells), "qd/accepted": accepted, "time/elapsed": state["elapsed"]}
+        tracker.log(metrics, step=iteration)
         print(f"iter {iteration}: qd_score {metrics['qd/score']:.3f} coverage {metrics['qd/coverage']:.2f} "
               f"max_quality {metrics['qd/max_quality']:.3f} accepted {accepted}", flush=True)
         if iteration % args.plot_interval == 0:
@@ -415,9 +383,10 @@ def search(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    args = resolve(tyro.cli(Args))
-    if args.print_config:
+    args = tyro.cli(Args)
+    with script.user_errors(args.debug):
+        args = resolve(args)
         print(json.dumps(vars(args), indent=2))
-        sys.exit(0)
-    zyn_ppo.check_hub([args.policy, args.judge])
-    search(args)
+        if not args.print_config:
+            zyn_ppo.check_hub([args.policy, args.judge])
+            search(args)

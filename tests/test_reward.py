@@ -14,11 +14,16 @@ import tiny_models
 from zyn_reward import (
     CONTENT_FREE,
     TEMPLATES,
+    TOKEN_BUDGET,
+    ModelLoadError,
     YesNoQuestion,
     ZeroShotRewardModel,
     auroc,
+    bf16_is_fast,
     embedded_model_path,
     expected_calibration_error,
+    read_labeled,
+    split_lines,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,18 +190,27 @@ def test_transforms(judges, tokenizer):
 
 
 def test_metric_fn_after_reward_fn_reuses_the_judge_pass(judges, tokenizer):
-    rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer)
+    rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, token_budget=10**6)
     calls = []
     hook = rm.model.register_forward_hook(lambda *args: calls.append(1))
+    saved = rm.model.lm_head.weight.detach().clone()
     try:
         rewards = rm.reward_fn(TEXTS)
+        assert len(calls) == 2  # the prompt prefix all texts share (its cache), then one batch
         probs = rm.metric_fn(TEXTS)["prob_positive"]
-        assert len(calls) == 1  # same samples: the second call reads the kept result
+        assert len(calls) == 2  # same samples: the second call reads the kept result
         assert rewards == pytest.approx([(p - 0.5) * 10 for p in probs], abs=1e-9)
-        rm.metric_fn(TEXTS[:2])  # other samples: the judge runs again
-        assert len(calls) == 2
+        rm.metric_fn(TEXTS[:2])  # other samples: the judge runs again, the prefix cache is kept
+        assert len(calls) == 3
+        with torch.no_grad():
+            rm.model.lm_head.weight.mul_(1.5)  # changed weights (an optimiser step): nothing is reused
+        changed = rm.metric_fn(TEXTS[:2])["prob_positive"]
+        assert len(calls) == 5
+        assert changed != pytest.approx(probs[:2], abs=1e-6)
     finally:
         hook.remove()
+        with torch.no_grad():
+            rm.model.lm_head.weight.copy_(saved)  # the judges are shared by this module's tests
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])
@@ -384,3 +398,353 @@ def test_real_embedded_judge():
     assert rm.use_chat_template and rm.model.name_or_path == path
     p = rm.probabilities(["I loved this movie, it was wonderful.", "Terrible film, a waste of time."])
     assert len(p) == 2 and all(0 < x < 1 for x in p)
+
+
+# --------------------------------------------------------------------------------------------------
+# batching by a token budget, the per-text fast path, bf16
+# --------------------------------------------------------------------------------------------------
+
+LONG_TEXTS = TEXTS + [
+    "the film " * n + "was great." for n in (3, 9, 17, 30, 45)
+] + ["I hate this movie; the acting is awful. " * 2, "A city at night, a cat, a story. The end."]
+
+
+def plain_reference(model, tokenizer, question, texts, chat=True, yes=("Yes",), no=("No",)):
+    """P(target) per text, each prompt whole and alone through the model (no padding, no cache)."""
+    rm = ZeroShotRewardModel(model, question, tokenizer=tokenizer, chat_template=chat, yes_words=yes,
+                             no_words=no, batch_size=1, reuse_prefix=False)
+    out = []
+    for ids in rm._prompt_ids(question, texts):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+        l_yes = torch.logsumexp(logits[rm.yes_ids], 0)
+        l_no = torch.logsumexp(logits[rm.no_ids], 0)
+        p = torch.sigmoid(l_yes - l_no).item()
+        out.append(p if question.target == "yes" else 1 - p)
+    return out
+
+
+def test_batches_fit_the_token_budget(judges, tokenizer):
+    rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer)
+    assert rm.batch_size is None and rm.token_budget == TOKEN_BUDGET["cpu"]
+    rng = random.Random(0)
+    costs = [rng.randint(1, 300) for _ in range(200)]
+    for budget, cap in ((512, None), (100, None), (10**6, 7), (1, None)):
+        rm.token_budget, rm.batch_size = budget, cap
+        groups = rm._batch_groups(costs)
+        assert sorted(i for g in groups for i in g) == list(range(len(costs)))
+        for g in groups:
+            assert len(g) == 1 or len(g) * max(costs[i] for i in g) <= budget
+            assert cap is None or len(g) <= cap
+        # greedy: adding the next text would have broken a limit
+        for g, nxt in zip(groups, groups[1:]):
+            assert (len(g) + 1) * costs[nxt[0]] > budget or (cap and len(g) == cap)
+    fixed = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, batch_size=8)
+    assert fixed.token_budget is None  # a batch size alone means fixed batches, as before
+    assert [len(g) for g in fixed._batch_groups(costs)] == [8] * 25
+    both = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, batch_size=8, token_budget=64)
+    assert (both.batch_size, both.token_budget) == (8, 64)
+
+
+@pytest.mark.parametrize("arch,chat", [("llama", True), ("gpt2", False), ("neox", True), ("t5", False)])
+def test_default_batching_equals_plain_per_text_computation(judges, tokenizer, arch, chat):
+    model = judges[arch]
+    if arch == "t5":
+        want = [original_probability(model, tokenizer, POSITIVE.format(t), *_ids(tokenizer), False)
+                for t in LONG_TEXTS]
+    else:
+        want = plain_reference(model, tokenizer, POSITIVE, LONG_TEXTS, chat=chat)
+    assert max(want) - min(want) > 0.05
+    for kw in ({}, {"token_budget": 1}, {"token_budget": 64}, {"token_budget": 64, "batch_size": 2},
+               {"batch_size": 3}, {"reuse_prefix": False}):
+        rm = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, chat_template=chat, **kw)
+        assert rm.probabilities(LONG_TEXTS) == pytest.approx(want, abs=1e-4), kw
+
+
+def _ids(tokenizer):
+    one = lambda w: tokenizer(w, add_special_tokens=False).input_ids  # noqa: E731
+    return one("Yes") + one(" Yes"), one("No") + one(" No")
+
+
+def test_unpadded_pass_runs_as_a_bare_forward(judges, tokenizer):
+    """A pass without padding gets no attention mask and no position ids (the bare forward's cost);
+    a padded pass gets both."""
+    model = judges["llama"]
+    seen = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape, kwargs.get("attention_mask"),
+                                                  kwargs.get("position_ids"))), with_kwargs=True)
+    try:
+        rm = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, batch_size=1)
+        rm.probabilities(TEXTS[:3])
+        assert len(seen) == 4  # the shared prefix once, then one pass per text
+        assert all(mask is None and pos is None for _, mask, pos in seen)
+        seen.clear()
+        ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, batch_size=4).probabilities(TEXTS[:3])
+        shapes = [s for s, _, _ in seen]
+        assert shapes[-1][0] == 3 and seen[-1][1] is not None and seen[-1][2] is not None
+    finally:
+        hook.remove()
+
+
+def test_bfloat16_stays_within_002_of_fp32_on_many_texts(judges, tokenizer):
+    model = judges["llama"]
+    rng = random.Random(1)
+    words = "the a film movie great awful boring loved hate acting plot story music ending funny cat".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 60))) for _ in range(96)]
+    p32 = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer).probabilities(texts)
+    assert max(p32) - min(p32) > 0.1
+    bf16 = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype="bfloat16")
+    p16 = bf16.probabilities(texts)
+    assert max(abs(a - b) for a, b in zip(p16, p32)) < 0.02
+    assert p16 != pytest.approx(p32, abs=1e-5)  # bf16 really ran
+    assert model.dtype == torch.float32  # autocast: the weights stay as they are
+    # every decoder layer in fp32: only the embeddings remain, which bf16 autocast leaves alone
+    all32 = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype="bfloat16", fp32_layers=4)
+    assert all32.probabilities(texts) == pytest.approx(p32, abs=1e-5)
+    # the last layers run in fp32, the others in bf16, and the model's own forward is left unchanged
+    dtypes = {}
+    hooks = [layer.mlp.down_proj.register_forward_hook(
+        lambda m, a, out, i=i: dtypes.__setitem__(i, out.dtype)) for i, layer in enumerate(model.model.layers)]
+    try:
+        bf16.reward_fn(texts[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [dtypes[i] for i in range(4)] == [torch.bfloat16] * 2 + [torch.float32] * 2
+    assert all("forward" not in vars(layer) for layer in model.model.layers)
+
+
+def test_dtype_auto_picks_bf16_only_where_the_device_has_it(judges, tokenizer, monkeypatch):
+    import zyn_reward
+
+    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else []
+    if Path("/proc/cpuinfo").exists():
+        assert bf16_is_fast("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    for fast, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(zyn_reward, "bf16_is_fast", lambda device, fast=fast: fast)
+        rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, dtype="auto")
+        assert rm.autocast_dtype == want
+
+
+# --------------------------------------------------------------------------------------------------
+# few-shot examples and a question paired with its negation
+# --------------------------------------------------------------------------------------------------
+
+SHOTS = [("I loved this film, the acting was great.", "yes"), ("A boring movie. The plot was bad.", "no"),
+         ("The music is funny and the director loves the characters.", True)]
+
+
+def test_few_shot_prompt():
+    q = YesNoQuestion("Is this movie review positive?", template="Review: {text}\n{question} Response:",
+                      examples=SHOTS[:2] + [("ok", 0)])
+    assert q.examples == ((SHOTS[0][0], "yes"), (SHOTS[1][0], "no"), ("ok", "no"))
+    assert q.format("New text.") == (
+        f"Review: {SHOTS[0][0]}\nIs this movie review positive? Response: Yes\n\n"
+        f"Review: {SHOTS[1][0]}\nIs this movie review positive? Response: No\n\n"
+        "Review: ok\nIs this movie review positive? Response: No\n\n"
+        "Review: New text.\nIs this movie review positive? Response:")
+    assert [m["role"] for m in q.messages("x")] == ["user", "assistant"] * 3 + ["user"]
+    assert q.messages("x")[1]["content"] == "Yes" and q.messages("x")[-1]["content"] == q.format("x").split(
+        "\n\n")[-1]
+    with pytest.raises(ValueError, match=r"examples\[0\] answer"):
+        YesNoQuestion("Is it good?", examples=[("text", "maybe")])
+    with pytest.raises(TypeError, match=r"examples\[1\]"):
+        YesNoQuestion("Is it good?", examples=[("text", "yes"), "no"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "neox"])
+def test_few_shot_prefix_cache_equals_uncached(judges, tokenizer, arch):
+    model = judges[arch]
+    q = YesNoQuestion(POSITIVE.question, examples=SHOTS, name="shots")
+    for chat in (True, False):
+        want = plain_reference(model, tokenizer, q, LONG_TEXTS, chat=chat)
+        assert max(want) - min(want) > 0.05
+        rm = ZeroShotRewardModel(model, q, tokenizer=tokenizer, chat_template=chat, token_budget=64)
+        prefix = rm._static_prefix(q)
+        assert len(prefix) > 40  # the examples are part of the shared prefix
+        assert rm.probabilities(LONG_TEXTS) == pytest.approx(want, abs=1e-4)
+        cache = rm._prefix_caches[prefix][1]
+        before = [layer.keys.clone() for layer in cache.layers]
+        # computed once, reused (never extended) by every batch and every later call
+        assert rm.probabilities(LONG_TEXTS[::-1]) == pytest.approx(want[::-1], abs=1e-4)
+        assert rm._prefix_caches[prefix][1] is cache and len(rm._prefix_caches) == 1
+        assert all(torch.equal(a, layer.keys) for a, layer in zip(before, cache.layers))
+        uncached = ZeroShotRewardModel(model, q, tokenizer=tokenizer, chat_template=chat, reuse_prefix=False)
+        assert uncached.probabilities(LONG_TEXTS) == pytest.approx(want, abs=1e-4)
+        assert not uncached._prefix_caches
+
+
+def test_few_shot_prefix_cache_counts_one_prefix_pass(judges, tokenizer):
+    q = YesNoQuestion(POSITIVE.question, examples=SHOTS, name="shots")
+    rm = ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, token_budget=48)
+    widths = []
+    hook = rm.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        rm.probabilities(LONG_TEXTS)
+        rm.probabilities(LONG_TEXTS[:5])
+    finally:
+        hook.remove()
+    prefix = len(rm._static_prefix(q))
+    assert [w for w in widths if w[1] == prefix] == [torch.Size([1, prefix])]  # once, for all batches
+    assert len(widths) > 3 and all(w[1] < prefix for w in widths[1:])  # the batches run the texts only
+
+
+def test_truncation_keeps_the_examples(judges, tokenizer):
+    q = YesNoQuestion(POSITIVE.question, examples=SHOTS[:1], name="shots")
+    rm = ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, max_length=80, chat_template=False)
+    ids = rm._prompt_ids(q, ["the acting was great and I loved the film. " * 30])[0]
+    assert len(ids) <= 80
+    assert tokenizer.decode(ids).startswith(q.format("")[:40])
+    want = plain_reference(judges["llama"], tokenizer, q, ["the acting was great. " * 30], chat=False)
+    rm2 = ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, max_length=80, chat_template=False,
+                              reuse_prefix=False)
+    assert rm.probabilities(["the acting was great. " * 30]) == pytest.approx(
+        rm2.probabilities(["the acting was great. " * 30]), abs=1e-4)
+    assert len(want) == 1
+    with pytest.raises(ValueError, match="1 examples"):
+        ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, max_length=20).probabilities(["x " * 30])
+
+
+def test_pair_is_question_and_negation_in_one_line(judges, tokenizer):
+    model = judges["llama"]
+    pos, neg = YesNoQuestion.pair("Is this movie review positive?", "Is this movie review negative?",
+                                  examples=SHOTS[:2])
+    assert (pos.target, neg.target, pos.weight, neg.weight) == ("yes", "no", 0.5, 0.5)
+    assert neg.examples == ((SHOTS[0][0], "no"), (SHOTS[1][0], "yes"))  # answers flipped for the negation
+    assert pos.name == "is_this_movie_review_positive" and neg.name == "is_this_movie_review_negative"
+    rm = ZeroShotRewardModel(model, [pos, neg], tokenizer=tokenizer)
+    p_pos = plain_reference(model, tokenizer, pos, LONG_TEXTS)
+    p_neg = plain_reference(model, tokenizer, neg, LONG_TEXTS)  # already P(no | negation): target "no"
+    assert rm.probabilities(LONG_TEXTS) == pytest.approx([(a + b) / 2 for a, b in zip(p_pos, p_neg)], abs=1e-4)
+    assert rm.question_probabilities(LONG_TEXTS)[neg.name] == pytest.approx(p_neg, abs=1e-4)
+    # beside another question the pair counts as one question of its weight
+    three = ZeroShotRewardModel(model, [*YesNoQuestion.pair(pos.question, neg.question, weight=2.0, name="sent",
+                                                            examples=SHOTS[:2]), REPETITIVE], tokenizer=tokenizer)
+    p_rep = plain_reference(model, tokenizer, REPETITIVE, LONG_TEXTS)
+    assert three.probabilities(LONG_TEXTS) == pytest.approx(
+        [(a + b + c) / 3 for a, b, c in zip(p_pos, p_neg, p_rep)], abs=1e-4)
+    assert set(three.question_probabilities(LONG_TEXTS)) == {"sent", "sent_negation", REPETITIVE.name}
+    no_first = YesNoQuestion.pair("Is it toxic?", "Is it polite?", target="no")
+    assert [q.target for q in no_first] == ["no", "yes"]
+    with pytest.raises(ValueError, match="two different"):
+        YesNoQuestion.pair("Is it good?", "Is it good?")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prefix_across_questions_with_and_without_examples(judges, tokenizer, arch):
+    model = judges[arch]
+    plain_qs = [POSITIVE, REPETITIVE, YesNoQuestion("Is it about a cat?", name="cat")]
+    shot_qs = [YesNoQuestion(POSITIVE.question, examples=SHOTS, name="pos_shots"), POSITIVE, REPETITIVE]
+    for questions in (plain_qs, shot_qs):
+        for chat in (True, False):
+            want = {q.name: plain_reference(model, tokenizer, q, LONG_TEXTS, chat=chat) for q in questions}
+            rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, chat_template=chat, token_budget=96)
+            assert_close(rm.question_probabilities(LONG_TEXTS), want, tol=1e-4)
+            assert_close(rm.question_probabilities(LONG_TEXTS), want, tol=1e-4)  # caches reused
+
+
+def test_calibration_with_examples(judges, tokenizer):
+    q = YesNoQuestion(POSITIVE.question, examples=SHOTS[:2], name="shots")
+    plain = ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, reuse_prefix=False)
+    p, free = plain.probabilities(TEXTS), plain.probabilities(list(CONTENT_FREE))
+    p_free = sum(free) / len(free)
+    logit = lambda x: math.log(x / (1 - x))  # noqa: E731
+    want = [1 / (1 + math.exp(-(logit(x) - logit(p_free)))) for x in p]
+    calibrated = ZeroShotRewardModel(judges["llama"], q, tokenizer=tokenizer, calibrate=True)
+    assert calibrated.probabilities(TEXTS) == pytest.approx(want, abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# clear errors: words, labelled files, lines, models
+# --------------------------------------------------------------------------------------------------
+
+
+def word_level_tokenizer():
+    """A tokenizer with an unknown token that any unseen word becomes (as in SentencePiece vocabularies)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = tiny_models.SPECIALS + "Yes No Review: Is this movie review positive? Response: I loved it .".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>")
+
+
+def test_yes_no_word_that_becomes_the_unknown_token_is_an_error():
+    tok = word_level_tokenizer()
+    model = tiny_models.tiny_llama(tok)
+    assert tok("Oui", add_special_tokens=False).input_ids == [tok.unk_token_id]  # one token: passed before
+    with pytest.raises(ValueError, match="'Oui' is not in this tokenizer's vocabulary"):
+        ZeroShotRewardModel(model, POSITIVE, tokenizer=tok, yes_words=("Yes", "Oui"))
+    with pytest.raises(ValueError, match="no_words: 'Non'"):
+        ZeroShotRewardModel(model, POSITIVE, tokenizer=tok, no_words=("Non",))
+    rm = ZeroShotRewardModel(model, POSITIVE, tokenizer=tok)
+    assert tok.unk_token_id not in rm.yes_ids + rm.no_ids  # " Yes" is unknown here: not added as a variant
+    assert rm.yes_ids == [tok.convert_tokens_to_ids("Yes")]
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+def test_read_labeled_accepts_bom_float_and_word_labels(tmp_path):
+    f = write(tmp_path / "a.csv", "\ufeffText , LABEL\r\ngood,1.0\r\nbad,0.0\r\nfine,true\r\n\"multi\nline\",FALSE\r\n"
+              "ok,Positive\r\nmeh,0\r\n")
+    assert read_labeled(f) == (["good", "bad", "fine", "multi\nline", "ok", "meh"], [1, 0, 1, 0, 1, 0])
+    f = write(tmp_path / "b.csv", "review,y\nnice,yes\n")
+    assert read_labeled(f, text_column="review", label_column="y") == (["nice"], [1])
+    assert read_labeled(write(tmp_path / "h.csv", "text,label\n")) == ([], [])
+
+
+def test_read_labeled_errors_name_file_line_and_fix(tmp_path):
+    f = write(tmp_path / "a.csv", 'text,label\ngood,1\n"two\nlines",0\nbad,2\n')
+    with pytest.raises(ValueError, match=r"a\.csv:5: unknown label '2' in column 'label'; use 1/0"):
+        read_labeled(f)
+    with pytest.raises(ValueError, match=r"no column 'label' in the header \['text', 'score'\]"):
+        read_labeled(write(tmp_path / "b.csv", "text,score\ngood,1\n"))
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_labeled(write(tmp_path / "c.csv", b"text,label\n\xff\xfe,1\n"))
+    with pytest.raises(ValueError, match="looks binary"):
+        read_labeled(write(tmp_path / "d.csv", bytes(range(256))))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_labeled(str(tmp_path / "missing.csv"))
+    with pytest.raises(ValueError, match=r"e\.csv:2: 1 field"):
+        read_labeled(write(tmp_path / "e.csv", "text,label\nonly text\n"))
+
+
+def test_split_lines_on_newlines_only():
+    text = "one\x0cstill one\ntwo\u2028still two\r\nthree\x85still three\n\nfive\x1c\x1d\x1e\x0b"
+    assert split_lines(text) == ["one\x0cstill one", "two\u2028still two", "three\x85still three", "",
+                                 "five\x1c\x1d\x1e\x0b"]
+    assert len(text.splitlines()) > 5  # what the old reader did
+    assert split_lines("a\nb\n") == ["a", "b"] and split_lines("") == [] and split_lines("\n") == [""]
+
+
+def test_model_not_found_fails_fast_and_names_what_was_tried(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"'smollm2-135m-instruc'.*did you mean 'smollm2-135m-instruct'"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        ZeroShotRewardModel("smollm2-135m-instruc", POSITIVE)
+    with pytest.raises(ModelLoadError, match=r"not in the Hugging Face cache .* while HF_HUB_OFFLINE is set"):
+        ZeroShotRewardModel("no-such-org/no-such-judge", POSITIVE)
+    with pytest.raises(ModelLoadError, match=r"no such local folder, and not an embedded model name"):
+        ZeroShotRewardModel(str(tmp_path / "models" / "judge"), POSITIVE)
+    with pytest.raises(ModelLoadError, match="no such local folder"):
+        ZeroShotRewardModel("./judge-folder", POSITIVE)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        ZeroShotRewardModel(str(tmp_path / "empty"), POSITIVE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
+    with pytest.raises(ModelLoadError, match=r"the hub is unreachable \(http://127.0.0.1:9"):
+        ZeroShotRewardModel("no-such-org/no-such-judge", POSITIVE)
+    assert time.perf_counter() - start < 15
+    assert issubclass(ModelLoadError, OSError)  # callers that caught the old OSError still do

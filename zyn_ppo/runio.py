@@ -50,10 +50,9 @@ def content_hash(items: Any) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def short_hash(record: dict) -> str:
+def short_hash(record: dict, safe: tuple = SAFE_TO_CHANGE) -> str:
     """8 hex digits of what defines the run (the record without safe-to-change settings and environment)."""
-    return content_hash(flatten({k: v for k, v in record.items() if k not in ("environment",)},
-                                skip=SAFE_TO_CHANGE))[:8]
+    return content_hash(flatten({k: v for k, v in record.items() if k not in ("environment",)}, skip=safe))[:8]
 
 
 def environment() -> dict:
@@ -80,10 +79,10 @@ def flatten(d: Any, prefix: str = "", skip: tuple = ()) -> dict:
     return out
 
 
-def differences(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two run records (environment and safe settings aside)."""
-    a = flatten({k: v for k, v in old.items() if k != "environment"}, skip=SAFE_TO_CHANGE)
-    b = flatten({k: v for k, v in new.items() if k != "environment"}, skip=SAFE_TO_CHANGE)
+def differences(old: dict, new: dict, safe: tuple = SAFE_TO_CHANGE) -> list[str]:
+    """Dotted keys whose values differ between two run records (environment and `safe` settings aside)."""
+    a = flatten({k: v for k, v in old.items() if k != "environment"}, skip=safe)
+    b = flatten({k: v for k, v in new.items() if k != "environment"}, skip=safe)
     same = lambda x, y: json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)  # noqa: E731
     return [f"{k}: {a.get(k, '<absent>')!r:.60} -> {b.get(k, '<absent>')!r:.60}"
             for k in sorted(set(a) | set(b)) if not same(a.get(k, "<absent>"), b.get(k, "<absent>"))]
@@ -150,7 +149,7 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def check_run_dir(run_dir: Path, record: dict, resume: bool, overwrite: bool) -> str:
+def check_run_dir(run_dir: Path, record: dict, resume: bool, overwrite: bool, safe: tuple = SAFE_TO_CHANGE) -> str:
     """Decide what a run does with its directory, before any model loads; returns "fresh" or "continue".
 
     Raises UserError when the directory holds a different run, or results that a fresh start would lose."""
@@ -171,7 +170,7 @@ def check_run_dir(run_dir: Path, record: dict, resume: bool, overwrite: bool) ->
     if stored is None:
         raise UserError(f"{run_dir} holds results of an unrecorded run (no {RUN_RECORD}); choose another "
                         "--logging-dir, or pass --overwrite to move it aside")
-    diff = differences(stored, record)
+    diff = differences(stored, record, safe)
     if diff:
         raise UserError(f"{run_dir} holds a different run ({'; '.join(diff[:6])}"
                         f"{'; ...' if len(diff) > 6 else ''}); leave --logging-dir unset to get a directory of its "

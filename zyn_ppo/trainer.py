@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -17,7 +16,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from zyn_models import resolve_model_path
 
 from . import runio
 from .config import TRLConfig, UserError

@@ -62,11 +62,11 @@ CONTENT_FREE = ("N/A", "", "[MASK]")  # content-free inputs of Zhao et al. (2021
 MAX_LENGTH_CAP = 1024  # default prompt limit when the tokenizer reports no sensible one
 # config attributes of models that change the logits after their LM head
 POST_HEAD_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
-# Tokens per forward pass when batch_size and token_budget are left unset. On a CPU the activations of
-# a batch should stay in the cache; short timing runs of SmolLM2-135M on a 2-core Xeon (load average 3-6,
-# so noisy) found ~256-1024 tokens per pass at least as fast as any other size, and 4096+ (the old
-# 32 x 180-token batches) up to 1.4x slower. A GPU wants large batches.
-TOKEN_BUDGET = {"cpu": 512, "cuda": 16384, "mps": 4096, "xpu": 16384}
+# Tokens per forward pass (texts x longest prompt) when batch_size and token_budget are left unset. On a
+# CPU a pass should keep its activations in the cache: on an idle 2-core Xeon, SmolLM2-135M scored 32
+# reviews (~180-token prompts) fastest in batches of 4-8 texts (~700-1400 tokens) and 1.4x slower in one
+# pass of 32 (~5800 tokens); a GPU wants large passes. benchmarks/bench_reward.py measures the choice.
+TOKEN_BUDGET = {"cpu": 1024, "cuda": 16384, "mps": 4096, "xpu": 16384}
 # Under bf16/fp16 autocast, this many of the judge's last decoder layers run in fp32 (their rounding
 # errors reach the answer logits undamped; see fp32_layers in ZeroShotRewardModel).
 FP32_LAYERS = 2
@@ -81,7 +81,7 @@ class ModelLoadError(OSError):
     """A judge could not be found or loaded; the message says what was tried and how to fix it."""
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Bad input to the command line: printed as one `error: ...` line, exit status 2."""
 
 
@@ -225,7 +225,7 @@ class ZeroShotRewardModel:
         tokenizer maps to its unknown token, is an error.
     batch_size, token_budget: how texts are grouped into forward passes (texts sorted by length, so
         that padding stays small). By default (both None) each pass holds as many texts as fit in a
-        budget of tokens (texts x longest prompt) chosen per device, TOKEN_BUDGET: 512 on a CPU, where
+        budget of tokens (texts x longest prompt) chosen per device, TOKEN_BUDGET: 1024 on a CPU, where
         a pass that outgrows the cache is slower per token, 16384 on a GPU. batch_size alone fixes the
         number of texts per pass (no token budget); both together apply both limits. A pass of one
         text without padding runs with no attention mask or position ids: the bare forward's cost.
@@ -1048,7 +1048,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=_positive_int, default=None,
                          help="texts per forward pass (default: sized by a token budget per device)")
         sub.add_argument("--token-budget", type=_positive_int, default=None,
-                         help="tokens per forward pass (default: 512 on a CPU, 16384 on a GPU)")
+                         help="tokens per forward pass (default: 1024 on a CPU, 16384 on a GPU)")
         sub.add_argument("--max-length", type=_positive_int, default=None, help="prompt token limit")
         sub.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
                          help="auto: bfloat16 where the device has native bf16, else the weights' own")
@@ -1090,6 +1090,15 @@ def _run(args) -> None:
                 raise ValueError(f"{args.labeled}: no examples (a header but no rows); add rows text,label")
     except (OSError, ValueError) as error:
         raise UserError(_one_line(error)) from error
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()  # stderr holds errors only
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars
+    try:
+        from huggingface_hub.utils import enable_progress_bars
+        enable_progress_bars()  # but a download still shows its progress
+    except ImportError:
+        pass
     try:
         rm = ZeroShotRewardModel(
             args.model, questions=questions, yes_words=args.yes_words, no_words=args.no_words,

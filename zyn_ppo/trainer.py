@@ -104,6 +104,7 @@ class PPOTrainer:
         self.record = dict(config=config.to_dict(), run=run_info or {})
         self.run_dir = Path(tc.logging_dir or os.path.join("runs", f"{tc.project_name}-{runio.short_hash(self.record)}"))
         self.lock = runio.RunLock(self.run_dir) if self.is_main else None
+        self.logger: runio.RunLogger | None = None
         self.checkpoint = self._decide_start(overwrite)
 
         seed_everything(tc.seed + self.rank)
@@ -140,7 +141,6 @@ class PPOTrainer:
         self.prompt_order: list[int] = []
         self.prompt_pos = 0
         self.elapsed_before, self.t_start, self.wandb_id = 0.0, time.time(), None
-        self.logger: runio.RunLogger | None = None
         self.train_prompts = self._tokenize_prompts(prompts, "prompts") if prompts is not None else []
         self.eval_prompts = self._tokenize_prompts(eval_prompts, "eval_prompts") if eval_prompts is not None else []
 

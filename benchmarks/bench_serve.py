@@ -53,7 +53,7 @@ class Args:
     """judge forward batch, in-process and in the server"""
     batch_wait_ms: float = 5.0
     """the server's gather window"""
-    max_batch: int = 64
+    max_batch: int = 256
     """the server's items per judge call"""
     device: str | None = None
     dtype: str | None = None
@@ -61,13 +61,14 @@ class Args:
     """also write the table (markdown) to this file"""
 
 
-PROMPT = "<|im_start|>user\nWrite a short review of a film you saw recently.<|im_end|>\n<|im_start|>assistant\n"
+PROMPT = ("<|im_start|>user\nWrite a short review of a film you saw recently.<|im_end|>\n"
+          "<|im_start|>assistant\n")
 END = "<|im_end|>"
 PARTS = ["The acting was {a}", "the plot felt {a}", "the music was {a}", "the ending was {a}",
          "the camera work is {a}", "the dialogue was {a}", "the villain was {a}", "the effects looked {a}",
          "I found the middle act {a}", "my friends thought it {a}"]
-ADJECTIVES = ["great", "awful", "boring", "wonderful", "clumsy", "moving", "funny", "predictable", "brilliant",
-              "uneven", "tense", "flat"]
+ADJECTIVES = ["great", "awful", "boring", "wonderful", "clumsy", "moving", "funny", "predictable",
+              "brilliant", "uneven", "tense", "flat"]
 
 
 def make_responses(n: int, words: int, seed: int = 0) -> list[str]:
@@ -84,13 +85,15 @@ def make_responses(n: int, words: int, seed: int = 0) -> list[str]:
 
 def uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+        done = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def in_process(args: Args, question: YesNoQuestion, texts: list[str]) -> tuple[float, list[float]]:
-    rm = ZeroShotRewardModel(args.model, question, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    rm = ZeroShotRewardModel(args.model, question, batch_size=args.batch_size, device=args.device,
+                             dtype=args.dtype)
     rm.probabilities(texts[:4])  # warm-up
     start = time.perf_counter()
     probs = rm.probabilities(texts)
@@ -153,7 +156,8 @@ def main(args: Args) -> None:
         stats0 = httpx.get(base + "/health").json()["stats"]
         load_during = uptime()
         server_s, results, latencies = asyncio.run(load(base, texts, args.clients))
-        stats = {k: v - stats0[k] for k, v in httpx.get(base + "/health").json()["stats"].items()}
+        stats = httpx.get(base + "/health").json()["stats"]
+        stats.update({k: stats[k] - stats0[k] for k in ("requests", "items", "batches", "judge_errors")})
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -172,21 +176,22 @@ def main(args: Args) -> None:
     kind = torch.cuda.get_device_name() if (args.device or "").startswith("cuda") else \
         f"CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
     lines = [
-        f"judge {args.model}, {kind}; {args.n} responses of about {args.words} words; question "
-        f"{args.question!r}; batch size {args.batch_size}; server: --batch-wait-ms {args.batch_wait_ms} "
-        f"--max-batch {args.max_batch}, {args.clients} clients with one sample per request",
+        (f"judge {args.model}, {kind}; {args.n} responses of about {args.words} words; question "
+         f"{args.question!r}; batch size {args.batch_size}; server: --batch-wait-ms {args.batch_wait_ms} "
+         f"--max-batch {args.max_batch}, {args.clients} clients with one sample per request"),
         "",
         "| variant | seconds | texts/s | vs in-process | latency p50 / p99 (s) |",
         "|---|---:|---:|---:|---:|",
         f"| in-process `rm.probabilities` (before) | {before_s:.2f} | {args.n / before_s:.1f} | | |",
         f"| in-process `rm.probabilities` (after) | {after_s:.2f} | {args.n / after_s:.1f} | | |",
-        f"| server, {args.n} one-sample requests, {args.clients} clients | {server_s:.2f} | "
-        f"{args.n / server_s:.1f} | **{inproc_s / server_s:.2f}x** | {p50:.3f} / {p99:.3f} |",
+        (f"| server, {args.n} one-sample requests, {args.clients} clients | {server_s:.2f} | "
+         f"{args.n / server_s:.1f} | **{inproc_s / server_s:.2f}x** | {p50:.3f} / {p99:.3f} |"),
         "",
-        f"- server: {stats['batches']} judge calls, {args.n / max(stats['batches'], 1):.1f} items per call on "
-        f"average (largest {stats['largest_batch']}); judge errors {stats['judge_errors']}",
-        f"- lost {lost}, answered twice {answered_twice}, judged twice {judged_twice}; max |server - in-process| "
-        f"{diff:.1e}; in-process before vs after {max(abs(a - b) for a, b in zip(want, again)):.1e}",
+        (f"- server: {stats['batches']} judge calls, {args.n / max(stats['batches'], 1):.1f} items per call "
+         f"on average (largest {stats['largest_batch']}); judge errors {stats['judge_errors']}"),
+        (f"- lost {lost}, answered twice {answered_twice}, judged twice {judged_twice}; "
+         f"max |server - in-process| {diff:.1e}; in-process before vs after "
+         f"{max(abs(a - b) for a, b in zip(want, again)):.1e}"),
         f"- `uptime` before: {load_before}",
         f"- `uptime` during the server run: {load_during}",
         f"- `uptime` after: {load_after}",

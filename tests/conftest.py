@@ -28,3 +28,8 @@ def tiny_gpt2_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, tokenizer):
     return tiny_models.save_tiny(tiny_models.tiny_t5(tokenizer), tokenizer, tmp_path_factory.mktemp("t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_neox_dir(tmp_path_factory, tokenizer):
+    return tiny_models.save_tiny(tiny_models.tiny_neox(tokenizer), tokenizer, tmp_path_factory.mktemp("neox"))

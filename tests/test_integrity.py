@@ -17,21 +17,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ppo import PROMPTS, share_of_spaces, toy_config
+import helpers
+from helpers import PROMPTS, share_of_spaces, toy_config
 
 import zyn_ppo
 from zyn_ppo import runio
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-       "WANDB_MODE": "disabled"}
 TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2", "train.eval_interval=1",
         "method.gen_kwargs.max_new_tokens=6"]
 
 
-def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "ppo_flan_sentiments.py"), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return helpers.run_script("ppo_flan_sentiments.py", *args)
 
 
 def tiny_run(tiny_llama_dir, tiny_gpt2_dir, *args: str, overrides: tuple = ()) -> list[str]:

@@ -10,6 +10,8 @@ import torch
 
 import zyn_ppo
 
+from helpers import ROOT  # noqa: F401
+
 
 def trainable(module) -> set[str]:
     return {name for name, p in module.named_parameters() if p.requires_grad}
@@ -55,3 +57,58 @@ def test_a_float16_checkpoint_trains_in_float32(tokenizer, tmp_path):
     assert zyn_ppo.load_causal_lm(folder).dtype == torch.float32
     bf16 = zyn_ppo.TRLConfig.update(config, {"model.dtype": "bfloat16"})
     assert {p.dtype for p in zyn_ppo.load_policy(bf16)[0].parameters()} == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------------- model
+
+
+
+def model_config(path, **updates):
+    return zyn_ppo.TRLConfig.update(zyn_ppo.TRLConfig(), {"model.model_path": path, **updates})
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "neox", "llama"])
+def test_hydra_reference_equals_policy_at_start(arch, request):
+    path = request.getfixturevalue(f"tiny_{arch}_dir")
+    policy, tok = zyn_ppo.load_policy(model_config(path, **{"model.num_layers_unfrozen": 2}))
+    assert policy.has_hydra and len(policy.ref_blocks) == 2
+    enc = [tok(p, add_special_tokens=False).input_ids for p in ["The movie was", "I", "A cat sat on the mat"]]
+    width = max(map(len, enc))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in enc])
+    mask = (ids != tok.pad_token_id).long()
+    ids, mask = torch.cat([ids, ids[:, :4]], 1), torch.cat([mask, torch.ones(3, 4, dtype=torch.long)], 1)
+    pos = zyn_ppo.position_ids_from(mask)
+    logits, values, ref, trunk = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
+    full = policy.lm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, width - 1:-1]
+    assert torch.allclose(logits, full, atol=1e-5)
+    assert torch.allclose(ref, logits, atol=1e-5)
+    assert values.shape == (3, 4)
+    # only the top 2 blocks (plus embeddings, final norm, heads) train; the branch is frozen
+    blocks = zyn_ppo.arch_parts(policy.lm)[1]
+    assert not any(p.requires_grad for b in blocks[:-2] for p in b.parameters())
+    assert all(p.requires_grad for b in blocks[-2:] for p in b.parameters())
+    assert not any(p.requires_grad for p in policy.ref_blocks.parameters())
+    # after a change to the policy's top block the reference stays put
+    with torch.no_grad():
+        for p in blocks[-1].parameters():
+            p.add_(0.1)
+    logits2, values2, ref2, _ = policy(ids, mask, pos, logits_from=width - 1, with_ref=True)
+    assert torch.allclose(ref2, ref, atol=1e-5) and not torch.allclose(logits2, logits, atol=1e-3)
+    # the cached trunk state gives the same outputs as the full forward pass
+    logits3, values3, _, _ = policy(ids, mask, pos, logits_from=width - 1, trunk=trunk)
+    assert torch.allclose(logits3, logits2, atol=1e-5) and torch.allclose(values3, values2, atol=1e-5)
+
+
+def test_value_head_shape_and_full_reference(tiny_gpt2_dir):
+    policy, _ = zyn_ppo.load_policy(model_config(tiny_gpt2_dir))
+    assert not policy.has_hydra
+    assert all(p.requires_grad for p in policy.parameters())
+    first, _, last = policy.v_head
+    assert first.in_features == 32 and first.out_features == 64 and last.out_features == 1
+
+
+def test_unknown_architecture_is_named(tiny_t5_dir):
+    with pytest.raises(ValueError, match="t5"):
+        zyn_ppo.load_policy(model_config(tiny_t5_dir))
+
+

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import run_script
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,11 +18,8 @@ TINY = ["--preset", "cpu", "--total-steps", "2", "--tracker", "none", "--overrid
 
 
 def run(script: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=timeout)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run_script(script, *argv, timeout=timeout)
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 
 
@@ -51,14 +47,21 @@ def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     run_dir = tmp_path / "run"
     run("ppo_flan_opinion.py", *TINY, "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir,
         "--logging-dir", str(run_dir), "--topic", "nuclear power", "--stance", "in favour of nuclear power")
+    from zyn_reward import YesNoQuestion
+
+    stance = "metrics/prob_" + YesNoQuestion("Is this text in favour of nuclear power?").name
+    heldout = "metrics/prob_" + YesNoQuestion("Does the author of this text argue in favour of nuclear power?").name
     for line in eval_lines(run_dir):
-        for key in ("metrics/prob_stance", "metrics/prob_heldout", "metrics/external_vader"):
-            assert 0.0 <= line[key] <= 1.0, (key, line)
-        assert abs(line["reward/mean"] - (line["metrics/prob_stance"] - 0.5) * 10) < 1e-6
+        for key in ("metrics/prob_positive", stance, heldout, "metrics/external_vader"):
+            assert 0.0 <= line[key] <= 1.0, (key, sorted(line))
+        assert line["metrics/prob_positive"] == line[stance]  # the rewarded question
+        assert abs(line["reward/mean"] - (line[stance] - 0.5) * 10) < 1e-6
+        assert "metrics/prob_ensemble" not in line  # the held-out question is logged, never rewarded
     rows = samples(run_dir)
     assert len(rows) == 40  # 10 held-out wordings x 4
     assert all("nuclear power" in r["prompt"] and "{topic}" not in r["prompt"] for r in rows)
-    assert rows[0]["metrics"]["prob_stance"] != rows[0]["metrics"]["prob_heldout"]  # two different questions
+    metrics = rows[0]["metrics"]
+    assert metrics[stance.removeprefix("metrics/")] != metrics[heldout.removeprefix("metrics/")]  # two questions
 
 
 @pytest.mark.slow
@@ -129,14 +132,16 @@ def test_paper_preset_config(script, policy):
     assert config["method"]["gen_kwargs"]["max_new_tokens"] == 40
     assert config["model"]["model_path"] == config["tokenizer"]["tokenizer_path"] == policy
     assert config["train"]["tracker"] == "wandb"
-    assert loads["judge"] == "google/flan-t5-large"
+    judge = loads["judge"]
+    assert judge["model"] == "google/flan-t5-large"
+    asked = [(q["question"], q["target"]) for q in judge["questions"]]
     if script == "ppo_flan_opinion.py":
-        assert loads["questions"] == {"stance": "Is this text in favour of stricter gun control?",
-                                      "heldout": "Does the author of this text argue in favour of stricter gun control?"}
+        assert asked == [("Is this text in favour of stricter gun control?", "yes")]
+        assert [q["question"] for q in judge["logged_questions"]] == [
+            "Does the author of this text argue in favour of stricter gun control?"]
     else:
-        assert loads["questions"] == {
-            "does_this_prompt_describe_a_watercolor_painting": "Does this prompt describe a watercolor painting? (target yes)",
-            "is_this_prompt_about_nature": "Is this prompt about nature? (target yes)"}
+        assert asked == [("Does this prompt describe a watercolor painting?", "yes"),
+                         ("Is this prompt about nature?", "yes")]
 
 
 def test_help():
@@ -153,9 +158,9 @@ def test_help():
 def test_mismatched_targets_and_render_never_required(tmp_path, capsys):
     import ppo_prompt_generator as pg
 
-    with pytest.raises(SystemExit, match="one value per question"):
-        pg.make_questions(pg.Args(target=("yes",)))
-    assert pg.render(pg.Args(logging_dir=str(tmp_path))) is None  # no diffusers, no GPU or no samples
+    with pytest.raises(pg.script.UserError, match="one value per question"):
+        pg.make_reward(pg.Args(target=("yes",)))
+    assert pg.render(pg.Args(), tmp_path) is None  # no diffusers, no GPU or no samples
     assert "--render skipped" in capsys.readouterr().out
 
 

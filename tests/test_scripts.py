@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import tiny_models
+from helpers import SCRIPT_ENV as ENV
+from helpers import run_script as run
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# one thread per process: the tiny models gain nothing from more, and the machine may be shared
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
 TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2",
         "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8", "optimizer.kwargs.lr=2e-4"]
 
@@ -76,9 +72,6 @@ PAPER = {
 }
 
 
-def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env or ENV,
-                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")

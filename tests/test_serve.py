@@ -22,19 +22,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tiny_models
 import torch
 import uvicorn
 
-import tiny_models
 import zyn_serve
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 ROOT = Path(__file__).resolve().parents[1]
 POSITIVE = YesNoQuestion("Is this movie review positive?", name="positive")
-REPETITIVE = YesNoQuestion("Is this text too repetitive?", target="no", template="flan_review_robust", weight=2.0)
+REPETITIVE = YesNoQuestion("Is this text too repetitive?", target="no", template="flan_review_robust",
+                           weight=2.0)
 FUNNY = "Is this movie review funny?"
 RESPONSES = ["I loved this film, the acting was great.", "A boring movie. The plot was bad.", "ok", "",
-             "The story of a cat in a city at night; the music is funny.", "{text} and {question} stay as they are"]
+             "The story of a cat in a city at night; the music is funny.",
+             "{text} and {question} stay as they are"]
 # chat-formatted prompts as a policy tokenizer writes them (tiny_models.CHAT_TEMPLATE's <s>...</s> turns)
 PROMPTS = ["<s>user: Write a movie review.</s><s>assistant:", "<s>user: Review a film</s><s>assistant:"]
 
@@ -90,9 +92,12 @@ def url(llama, tokenizer):
         yield base
 
 
+HTTP = httpx.Client(timeout=60)  # one client (and TLS context) for the plain requests of all tests
+
+
 def post(base, body, **kwargs):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(base + "/score", content=content, timeout=60, **kwargs)
+    return HTTP.post(base + "/score", content=content, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +119,7 @@ def test_openrlhf_format_equals_in_process(url, reference):
     assert out["extra_logs"]["zyn_prob"] == out["scores"]
     for name in ("positive", REPETITIVE.name):
         assert out["extra_logs"][f"zyn_prob_{name}"] == pytest.approx(metrics[f"prob_{name}"], abs=1e-6)
-    assert len(set(round(p, 6) for p in out["scores"])) > 3  # the judge tells these texts apart
+    assert len({round(p, 6) for p in out["scores"]}) > 3  # the judge tells these texts apart
 
 
 def test_one_sample_requests_and_empty_lists(url, reference):
@@ -122,12 +127,14 @@ def test_one_sample_requests_and_empty_lists(url, reference):
     reply = post(url, {"query": [PROMPTS[0] + RESPONSES[0]], "prompts": [PROMPTS[0]], "labels": ["x"]})
     assert reply.json()["scores"] == pytest.approx(reference().probabilities(RESPONSES[:1]), abs=1e-6)
     empty = post(url, {"query": [], "prompts": [], "labels": []})
-    assert empty.status_code == 200 and empty.json() == {"rewards": [], "scores": [], "extra_logs": {"zyn_prob": []}}
+    assert empty.status_code == 200
+    assert empty.json() == {"rewards": [], "scores": [], "extra_logs": {"zyn_prob": []}}
 
 
 def test_response_text_extraction():
     strip = re.compile(zyn_serve.SPECIAL_TOKENS)
-    qwen = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nA review?<|im_end|>\n<|im_start|>assistant\n"
+    qwen = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nA review?<|im_end|>\n"
+            "<|im_start|>assistant\n")
     assert zyn_serve.response_text(qwen + "Great film!<|im_end|>", qwen, strip) == "Great film!"
     assert zyn_serve.response_text("<|endoftext|>" * 3 + qwen + "Nice.<|endoftext|>", qwen, strip) == "Nice."
     llama3 = ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
@@ -135,7 +142,8 @@ def test_response_text_extraction():
     assert zyn_serve.response_text(llama3 + "Bad movie.<|eot_id|>", llama3, strip) == "Bad movie."
     deepseek = "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>"
     assert zyn_serve.response_text(deepseek + "Fine.<｜end▁of▁sentence｜>", deepseek, strip) == "Fine."
-    assert zyn_serve.response_text("<s>[INST] hi [/INST] Yes sir</s>", None, strip) == "[INST] hi [/INST] Yes sir"
+    no_prompt = zyn_serve.response_text("<s>[INST] hi [/INST] Yes sir</s>", None, strip)
+    assert no_prompt == "[INST] hi [/INST] Yes sir"
     with pytest.raises(zyn_serve.RequestError, match=r"prompts\[4\]"):
         zyn_serve.response_text("something else", "a prompt", strip, 4)
 
@@ -149,11 +157,11 @@ def test_per_item_questions_and_responses(url, reference, tokenizer):
     got = reply.json()
     assert "zyn_prob_positive" not in got["extra_logs"]  # per-question logs only for the server's questions
     funny = YesNoQuestion(FUNNY, template=template)
+    repetitive = YesNoQuestion("Is this text too repetitive?", target="no", weight=3, template=template)
     want = [
         reference().probabilities(RESPONSES[:1])[0],
         reference([funny]).probabilities(RESPONSES[1:2])[0],
-        reference([funny, YesNoQuestion("Is this text too repetitive?", target="no", weight=3, template=template)]
-                  ).probabilities(RESPONSES[2:3])[0],
+        reference([funny, repetitive]).probabilities(RESPONSES[2:3])[0],
         reference([YesNoQuestion(FUNNY, target="no", template=template)]).probabilities(RESPONSES[3:4])[0],
     ]
     assert got["scores"] == pytest.approx(want, abs=1e-6)
@@ -171,8 +179,9 @@ def test_t5_judge_and_question_from_labels(tiny_t5_dir):
         assert out["rewards"] == pytest.approx(rm.reward_fn(RESPONSES), abs=1e-6)
         labelled = post(base, {"query": RESPONSES[:2], "labels": [FUNNY, FUNNY]}).json()
         assert labelled["scores"] == pytest.approx(funny.probabilities(RESPONSES[:2]), abs=1e-6)
-        health = httpx.get(base + "/health").json()
-        assert health["status"] == "ok" and health["backend"] == "hf" and health["questions"][0]["name"] == "positive"
+        health = HTTP.get(base + "/health").json()
+        assert health["status"] == "ok" and health["backend"] == "hf"
+        assert health["questions"][0]["name"] == "positive" and health["stats"]["items"] == 8
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,20 +193,21 @@ def test_verl_compute_score(url, reference, tokenizer):
     template = TEMPLATES["flan_review"]
 
     async def run():
-        infos = [None, {"question": FUNNY}, {"question": FUNNY, "target": "no"}, {"questions": [FUNNY, FUNNY]},
-                 {"index": 3}, {"question": FUNNY}]
-        return await asyncio.gather(*[
-            zyn_serve.verl_compute_score("imdb", text, None, extra_info=info, url=url, reward_router_address=None)
-            for text, info in zip(RESPONSES, infos)])
+        infos = [None, {"question": FUNNY}, {"question": FUNNY, "target": "no"},
+                 {"questions": [FUNNY, FUNNY]}, {"index": 3}, {"question": FUNNY}]
+        return await asyncio.gather(*[  # as verl's reward loop calls it: once per sample, concurrently
+            zyn_serve.verl_compute_score("imdb", text, None, extra_info=info, url=url,
+                                         reward_router_address=None) for text, info in zip(RESPONSES, infos)])
 
-    before = httpx.get(url + "/health").json()["stats"]["requests"]
+    before = HTTP.get(url + "/health").json()["stats"]["requests"]
     got = asyncio.run(run())
-    assert httpx.get(url + "/health").json()["stats"]["requests"] - before == 1  # six calls, one request
-    funny, not_funny = YesNoQuestion(FUNNY, template=template), YesNoQuestion(FUNNY, target="no", template=template)
-    want = [reference().reward_fn([RESPONSES[0]])[0], reference([funny]).reward_fn([RESPONSES[1]])[0],
-            reference([not_funny]).reward_fn([RESPONSES[2]])[0],
-            reference([funny, YesNoQuestion(FUNNY, template=template, name="again")]).reward_fn([RESPONSES[3]])[0],
-            reference().reward_fn([RESPONSES[4]])[0], reference([funny]).reward_fn([RESPONSES[5]])[0]]
+    assert HTTP.get(url + "/health").json()["stats"]["requests"] - before == 1  # six calls, one request
+    funny = YesNoQuestion(FUNNY, template=template)
+    not_funny = YesNoQuestion(FUNNY, target="no", template=template)
+    twice = [funny, YesNoQuestion(FUNNY, template=template, name="again")]
+    judged_by = [None, [funny], [not_funny], twice, None, [funny]]
+    want = [(reference(qs) if qs else reference()).reward_fn([text])[0]
+            for qs, text in zip(judged_by, RESPONSES)]
     assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
     assert all(g["score"] == pytest.approx((g["zyn_prob"] - 0.5) * 10, abs=1e-9) for g in got)
 
@@ -215,14 +225,14 @@ def test_trl_reward_func(url, reference):
     prompts = ["A review: ", "My take: ", "", "Verdict: ", "So ", "Review: "]
     logged = {}
     reward = zyn_serve.trl_reward_func(url=url, chunk=4)  # six samples: two requests
-    got = asyncio.run(reward(prompts=prompts, completions=RESPONSES, completion_ids=[[1]] * 6, trainer_state=None,
-                             log_metric=lambda name, value: logged.setdefault(name, value)))
+    got = asyncio.run(reward(prompts=prompts, completions=RESPONSES, completion_ids=[[1]] * 6,
+                             trainer_state=None, log_metric=logged.__setitem__))
     want = reference().as_trl_reward()(prompts=prompts, completions=RESPONSES)
     assert got == pytest.approx(want, abs=1e-6)
     assert logged["zyn/prob"] == pytest.approx(sum(reference().probabilities(
         [p + c for p, c in zip(prompts, RESPONSES)])) / 6, abs=1e-6)
     chat_p = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Review it."}]] * 2
-    chat_c = [[{"role": "assistant", "content": RESPONSES[0]}], [{"role": "assistant", "content": RESPONSES[1]}]]
+    chat_c = [[{"role": "assistant", "content": text}] for text in RESPONSES[:2]]
     got = asyncio.run(reward(prompts=chat_p, completions=chat_c))
     assert got == pytest.approx(reference().as_trl_reward()(prompts=chat_p, completions=chat_c), abs=1e-6)
     only = zyn_serve.trl_reward_func(url=url, include_prompt=False)
@@ -260,7 +270,8 @@ BAD = [
      {"field": "questions[0].target"}),
     ({"responses": ["a"], "questions": [{"question": "Is it?", "weight": "heavy"}]}, 400,
      {"field": "questions[0].weight"}),
-    ({"responses": ["a"], "questions": [[{"question": "Is it?", "weight": 0}]]}, 400, {"field": "questions[0]"}),
+    ({"responses": ["a"], "questions": [[{"question": "Is it?", "weight": 0}]]}, 400,
+     {"field": "questions[0]"}),
     ({"responses": ["a"], "questions": [{"question": "Is it?", "template": "no fields"}]}, 400,
      {"field": "questions[0].template"}),
     ({"responses": ["a"], "questions": [{"question": "Is it?", "colour": "red"}]}, 400,
@@ -286,13 +297,15 @@ def test_bad_requests_answer_json_errors_and_the_server_lives_on(llama, tokenize
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             reply = post(base, {"responses": ["a"]}, headers=headers)
             assert reply.status_code == 401 and reply.json()["field"] == "token"
-        assert httpx.post(base + "/score?token=s3cret", json={"responses": ["a"]}).status_code == 200  # no headers
-        wrong_method = httpx.get(base + "/score")
+        in_url = HTTP.post(base + "/score?token=s3cret", json={"responses": ["a"]})  # clients without headers
+        assert in_url.status_code == 200
+        wrong_method = HTTP.get(base + "/score")
         assert wrong_method.status_code == 405 and "error" in wrong_method.json()
-        assert httpx.get(base + "/nowhere").json()["path"] == "/nowhere"
+        assert HTTP.get(base + "/nowhere").json()["path"] == "/nowhere"
         good = post(base, {"responses": RESPONSES[:2]}, headers=auth)
-        assert good.json()["scores"] == pytest.approx(reference([POSITIVE]).probabilities(RESPONSES[:2]), abs=1e-6)
-        assert httpx.get(base + "/health").json()["stats"]["judge_errors"] == 0
+        want = reference([POSITIVE]).probabilities(RESPONSES[:2])
+        assert good.json()["scores"] == pytest.approx(want, abs=1e-6)
+        assert HTTP.get(base + "/health").json()["stats"]["judge_errors"] == 0
 
 
 class RecordingJudge:
@@ -315,7 +328,8 @@ def test_micro_batching_and_judge_failures_fail_only_their_request():
     with serving(zyn_serve.create_app(judge, batch_wait_ms=300, max_batch=64)) as base:
         async def burst(texts):
             async with httpx.AsyncClient(timeout=60) as client:
-                replies = await asyncio.gather(*[client.post(base + "/score", json={"responses": [t]}) for t in texts])
+                posts = [client.post(base + "/score", json={"responses": [t]}) for t in texts]
+                replies = await asyncio.gather(*posts)
             return [(r.status_code, r.json()) for r in replies]
 
         replies = asyncio.run(burst([f"text {i}" for i in range(20)]))
@@ -325,7 +339,7 @@ def test_micro_batching_and_judge_failures_fail_only_their_request():
         replies = asyncio.run(burst(["fine 1", "boom", "fine 2"]))
         assert [status for status, _ in replies] == [200, 500, 200]
         assert "boom" in replies[1][1]["error"]
-        stats = httpx.get(base + "/health").json()["stats"]
+        stats = HTTP.get(base + "/health").json()["stats"]
         assert stats["judge_errors"] == 1 and stats["waiting"] == 0
 
 
@@ -336,8 +350,9 @@ def test_micro_batching_and_judge_failures_fail_only_their_request():
 
 def start_server(args, timeout=120):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "zyn_serve.py"), "--port", "0", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, str(ROOT / "zyn_serve.py"), "--port", "0", *args]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     log, deadline = [], time.monotonic() + timeout
@@ -356,8 +371,8 @@ def start_server(args, timeout=120):
 
 def test_load_then_graceful_sigterm(tiny_llama_dir):
     question = "Is this movie review positive?"
-    proc, base, lines, log = start_server(["--model", tiny_llama_dir, "--question", question, "--max-batch", "64",
-                                           "--batch-wait-ms", "500"])
+    proc, base, lines, log = start_server(["--model", tiny_llama_dir, "--question", question,
+                                           "--max-batch", "64", "--batch-wait-ms", "500"])
     try:
         words = "the a film movie great bad boring love hate acting plot story music ending funny".split()
         texts = [f"Review {i}: " + " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(3 + i % 25))
@@ -381,7 +396,7 @@ def test_load_then_graceful_sigterm(tiny_llama_dir):
             return results
 
         results = asyncio.run(load())
-        stats = httpx.get(base + "/health").json()["stats"]
+        stats = HTTP.get(base + "/health").json()["stats"]
         assert sorted(results) == list(range(len(texts)))  # none lost
         assert stats["requests"] == stats["items"] == len(texts)  # none duplicated
         assert stats["batches"] < len(texts) / 2 and stats["largest_batch"] > 1  # micro-batches
@@ -413,7 +428,7 @@ def test_load_then_graceful_sigterm(tiny_llama_dir):
             log.append(lines.get())
         assert "Application shutdown complete" in "".join(log), "".join(log)
         with pytest.raises(httpx.TransportError):
-            httpx.get(base + "/health", timeout=5)
+            HTTP.get(base + "/health", timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -452,7 +467,8 @@ def test_embedded_judge_served_equals_in_process():
     prompt = "<|im_start|>user\nWrite a short movie review.<|im_end|>\n<|im_start|>assistant\n"
     responses = ["I loved this movie, it was wonderful.", "Terrible film, a waste of time.", "It was fine."]
     with serving(zyn_serve.create_app(judge)) as base:
-        out = post(base, {"query": [prompt + r + "<|im_end|>" for r in responses], "prompts": [prompt] * 3}).json()
+        query = [prompt + r + "<|im_end|>" for r in responses]
+        out = post(base, {"query": query, "prompts": [prompt] * 3}).json()
         verl = asyncio.run(zyn_serve.verl_compute_score("imdb", responses[0], None, url=base))
     rm = ZeroShotRewardModel("smollm2-135m-instruct", POSITIVE, device="cpu")
     assert out["scores"] == pytest.approx(rm.probabilities(responses), abs=1e-6)

@@ -539,7 +539,8 @@ class ZeroShotRewardModel:
         cached = [r for r in rows if n and len(r[2]) > n and tuple(r[2][:n]) == prefix]
         whole = [r for r in rows if not (n and len(r[2]) > n and tuple(r[2][:n]) == prefix)]
         for part, skip in ((cached, n), (whole, 0)):
-            for group in self._batch_groups([len(r[2]) - skip for r in part]):
+            # a cached token costs a share of a new one (each row attends to it and extends a copy of it)
+            for group in self._batch_groups([len(r[2]) - skip + skip // 4 for r in part]):
                 batch = [part[g] for g in group]
                 input_ids, mask = self._pad([r[2][skip:] for r in batch], left=not self.is_encoder_decoder)
                 if skip:

@@ -61,7 +61,7 @@ class HFJudge:
 
         self._cls, self._kwargs, self._cache_size = ZeroShotRewardModel, kwargs, cache_size
         self.base = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, **kwargs)
-        self.questions, self.batch_size = self.base.questions, self.base.batch_size
+        self.questions, self.batch_size = self.base.questions, kwargs.get("batch_size")
         self.model_name = str(model) if isinstance(model, str) else self.base.model.name_or_path
         self._models: OrderedDict = OrderedDict()
 
@@ -343,9 +343,12 @@ def _transform(p: float, kind: str) -> float:
 
 
 class MicroBatcher:
+    """Requests wait in a list; one task takes a micro-batch of them at a time to the judge's thread."""
+
     def __init__(self, judge, wait_s: float = 0.005, max_batch: int = 256):
         self.judge, self.wait_s, self.max_batch = judge, wait_s, max_batch
-        self.multiple = getattr(judge, "batch_size", 1)  # the judge's forward batch: keep its batches full
+        multiple = getattr(judge, "batch_size", None)  # a fixed forward batch of the judge: keep it full
+        self.multiple = multiple if isinstance(multiple, int) and multiple > 1 else 1
         self.stats = {"requests": 0, "items": 0, "batches": 0, "largest_batch": 0, "judge_errors": 0,
                       "waiting": 0}
         self._pending: list = []  # (texts, question sets, future, arrival time)
@@ -357,11 +360,12 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zyn-judge")  # one judge call at a time
 
     async def submit(self, texts: list[str], sets: list) -> list[tuple[float, list[float]]]:
-        if self._task is None:
-            self._wakeup, self._full = asyncio.Event(), asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """(P, [P per question]) for each text, once its micro-batch has been judged."""
         if self.closing:
             raise RuntimeError("the server is shutting down")
+        if self._task is None or self._task.done():  # started on first use (restarted, should it fail)
+            self._wakeup, self._full = asyncio.Event(), asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
         future = asyncio.get_running_loop().create_future()
         self._pending.append((texts, sets, future, time.monotonic()))
         self._size += len(texts)
@@ -389,25 +393,26 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # the gather window: until the oldest waiting request is wait_s old, or the batch is full
-            left = self.wait_s - (time.monotonic() - self._pending[0][3])
-            if left > 0 and not self.closing and self._size < self.max_batch:
-                self._full.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), left)
-            # whole forward batches when there are enough items: the rest joins the next call, where the
-            # requests that return meanwhile fill it up (a call of 44 would run as 32 + a wasteful 12)
-            limit = self.max_batch
-            if self._size >= self.multiple > 1:
-                limit = min(limit, self._size // self.multiple * self.multiple)
             jobs, size = [], 0
-            while self._pending and (not jobs or size + len(self._pending[0][0]) <= limit):
-                jobs.append(self._pending.pop(0))
-                size += len(jobs[-1][0])
-            self._size -= size
             try:
+                # the gather window: until the oldest waiting request is wait_s old, or the batch is full
+                left = self.wait_s - (time.monotonic() - self._pending[0][3])
+                if left > 0 and not self.closing and self._size < self.max_batch:
+                    self._full.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), left)
+                # whole forward batches when there are enough items: the rest joins the next call, where the
+                # requests that return meanwhile fill it up (a call of 44 would run as 32 + a wasteful 12)
+                limit = self.max_batch
+                if self.multiple > 1 and self._size >= self.multiple:
+                    limit = min(limit, self._size // self.multiple * self.multiple)
+                while self._pending and (not jobs or size + len(self._pending[0][0]) <= limit):
+                    jobs.append(self._pending.pop(0))
+                    size += len(jobs[-1][0])
+                    self._size -= len(jobs[-1][0])
                 results = await loop.run_in_executor(self._executor, self._score, jobs)
-            except Exception as error:  # noqa: BLE001  (never let the loop die)
+            except Exception as error:  # noqa: BLE001  (fail these requests, never the loop)
+                log.exception("micro-batch failed")
                 results = [error] * len(jobs)
             self.stats["batches"] += 1
             self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
@@ -438,8 +443,10 @@ class MicroBatcher:
 
         questions = qs and [YesNoQuestion(q, target=t, template=template, weight=w, name=f"q{j}")
                             for j, (q, t, template, w) in enumerate(qs)]
+        weights = [q.weight for q in (questions or self.judge.questions)]
         try:
             probs = self.judge.question_probabilities(questions, [text for _, _, text in members])
+            per_item = [[float(probs[qi][k]) for qi in range(len(weights))] for k in range(len(members))]
         except Exception as error:
             requests = sorted({j for j, _, _ in members})
             if len(requests) > 1:  # again one request at a time: a bad request fails only itself
@@ -449,10 +456,8 @@ class MicroBatcher:
             log.exception("judge call failed")
             results[requests[0]] = error
             return
-        weights = [q.weight for q in (questions or self.judge.questions)]
-        for k, (j, i, _) in enumerate(members):
+        for (j, i, _), per_q in zip(members, per_item):
             if not isinstance(results[j], BaseException):
-                per_q = [float(probs[qi][k]) for qi in range(len(weights))]
                 results[j][i] = (sum(w * p for w, p in zip(weights, per_q)) / sum(weights), per_q)
 
 
@@ -717,8 +722,10 @@ def build_judge(args):
     template = TEMPLATES.get(args.template, args.template.replace("\\n", "\n"))
     questions = [YesNoQuestion(q, target=targets[min(i, len(targets) - 1)], template=template,
                                weight=weights[min(i, len(weights) - 1)]) for i, q in enumerate(args.question)]
-    kwargs = {"batch_size": args.batch_size, "chat_template": not args.no_chat_template, "dtype": args.dtype,
-              "calibrate": args.calibrate, "max_length": args.max_length}
+    kwargs = {"chat_template": not args.no_chat_template, "dtype": args.dtype, "calibrate": args.calibrate,
+              "max_length": args.max_length}
+    if args.batch_size:  # else the judge's own default grouping
+        kwargs["batch_size"] = args.batch_size
     if args.backend == "vllm":
         return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
                          tensor_parallel_size=args.tensor_parallel_size, **kwargs)
@@ -740,7 +747,7 @@ def main(argv=None):
     parser.add_argument("--transform", choices=TRANSFORMS, default="centered", help="rewards = transform(P)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="gather window of a micro-batch")
     parser.add_argument("--max-batch", type=int, default=256, help="items per judge call")
-    parser.add_argument("--batch-size", type=int, default=32, help="judge forward batch (hf backend)")
+    parser.add_argument("--batch-size", type=int, default=None, help="texts per judge forward pass (hf)")
     parser.add_argument("--max-items", type=int, default=Limits.max_items)
     parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
     parser.add_argument("--max-questions", type=int, default=Limits.max_questions)

@@ -49,8 +49,8 @@ class Args:
     """concurrent clients (rollout actors), each with its own connection"""
     words: int = 60
     """approximate length of each response, in words"""
-    batch_size: int = 32
-    """judge forward batch, in-process and in the server"""
+    batch_size: int | None = None
+    """texts per judge forward pass, in-process and in the server (default: the judge's own grouping)"""
     batch_wait_ms: float = 5.0
     """the server's gather window"""
     max_batch: int = 256
@@ -92,8 +92,8 @@ def uptime() -> str:
 
 
 def in_process(args: Args, question: YesNoQuestion, texts: list[str]) -> tuple[float, list[float]]:
-    rm = ZeroShotRewardModel(args.model, question, batch_size=args.batch_size, device=args.device,
-                             dtype=args.dtype)
+    extra = {"batch_size": args.batch_size} if args.batch_size else {}
+    rm = ZeroShotRewardModel(args.model, question, device=args.device, dtype=args.dtype, **extra)
     rm.probabilities(texts[:4])  # warm-up
     start = time.perf_counter()
     probs = rm.probabilities(texts)
@@ -105,9 +105,9 @@ def in_process(args: Args, question: YesNoQuestion, texts: list[str]) -> tuple[f
 
 def start_server(args: Args) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, str(ROOT / "zyn_serve.py"), "--model", args.model, "--question", args.question,
-               "--template", args.template, "--port", "0", "--batch-size", str(args.batch_size),
-               "--batch-wait-ms", str(args.batch_wait_ms), "--max-batch", str(args.max_batch),
-               "--max-items", str(max(256, args.n))]
+               "--template", args.template, "--port", "0", "--batch-wait-ms", str(args.batch_wait_ms),
+               "--max-batch", str(args.max_batch), "--max-items", str(max(256, args.n))]
+    command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     command += ["--device", args.device] if args.device else []
     command += ["--dtype", args.dtype] if args.dtype else []
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -177,7 +177,8 @@ def main(args: Args) -> None:
         f"CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
     lines = [
         (f"judge {args.model}, {kind}; {args.n} responses of about {args.words} words; question "
-         f"{args.question!r}; batch size {args.batch_size}; server: --batch-wait-ms {args.batch_wait_ms} "
+         f"{args.question!r}; batch size {args.batch_size or 'default'}; "
+         f"server: --batch-wait-ms {args.batch_wait_ms} "
          f"--max-batch {args.max_batch}, {args.clients} clients with one sample per request"),
         "",
         "| variant | seconds | texts/s | vs in-process | latency p50 / p99 (s) |",

@@ -10,7 +10,7 @@ with a `step` column and the same keys as columns, or a CSV exported from W&B ("
 metric columns named "reward/mean" or "<run name> - reward/mean"; "__MIN"/"__MAX" columns are ignored;
 each run name becomes a line). Only lines that carry a metric are plotted for it (training lines of
 metrics.jsonl have no "reward/mean" and are skipped). Runs whose names differ only by a trailing
-"__seedN", "_seedN" or "-seedN" are drawn as one mean line with a shaded band (min-max or +-1 std over
+"__seedN", "_seedN" or "-seedN" (optionally followed by the run directory's "__<hash>") are drawn as one mean line with a shaded band (min-max or +-1 std over
 seeds) plus faint per-seed lines; `--group` names groups explicitly, `--no-group` draws every run.
 
 Writes OUT/<metric with "/" replaced by "_">.png and .svg. Works from local files only (Agg backend).
@@ -39,7 +39,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 PAPER_POINTS = {"reward/mean": (0.0588, 3.95), "prob_positive": (0.506, 0.895)}
 PAPER_EVALS = (0, 7)
 PAPER_EVAL_INTERVAL = 50  # assumed: the paper's config evaluates every 50 steps, so evaluation #7 = step 350
-SEED_SUFFIX = re.compile(r"(__|_|-)seed\d+$")
+SEED_SUFFIX = re.compile(r"(__|_|-)seed\d+(__[0-9a-f]{8})?$")  # the scripts' run directories end in __<hash>
 STEP_COLUMNS = ("step", "Step", "_step")
 
 

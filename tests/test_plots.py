@@ -96,6 +96,8 @@ def test_seed_group_mean_and_band(tmp_path):
 
     ungrouped = pc.load_runs(dirs, auto_group=False)
     assert len(visible_lines(pc.plot_metric(ungrouped, "reward/mean").axes[0])) == 4
+    hashed = [write_run(tmp_path / f"ppo_x__cpu__seed{s}__{h}", offset=s) for s, h in ((1, "0a1b2c3d"), (2, "9f8e7d6c"))]
+    assert {r.group for r in pc.load_runs(hashed)} == {"ppo_x__cpu"}  # the scripts' __<hash> suffix groups too
     explicit = pc.load_runs(dirs[:2], groups=["ppo"])
     assert "ppo (mean of 2 runs" in legend_texts(pc.plot_metric(explicit, "reward/mean").axes[0])[0]
 

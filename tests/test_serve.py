@@ -309,38 +309,45 @@ def test_bad_requests_answer_json_errors_and_the_server_lives_on(llama, tokenize
 
 
 class RecordingJudge:
-    """A stand-in judge: P = 0.25 for every text, an error for texts with "boom"; records its calls."""
+    """A stand-in judge: P = 0.25 for every text, an error for texts with "boom", a malformed answer for
+    "malformed"; records its calls."""
 
     backend, model_name, questions = "test", "recording", [POSITIVE]
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, batch_size=None):
+        self.calls, self.batch_size = [], batch_size
 
     def question_probabilities(self, questions, texts):
         self.calls.append(list(texts))
         if any("boom" in t for t in texts):
             raise RuntimeError("boom")
-        return [[0.25] * len(texts) for _ in (questions or self.questions)]
+        return [[0.25] * len(texts) if "malformed" not in texts else []] * len(questions or self.questions)
 
 
 def test_micro_batching_and_judge_failures_fail_only_their_request():
+    async def burst(base, texts):  # concurrent one-sample requests
+        async with httpx.AsyncClient(timeout=60) as client:
+            posts = [client.post(base + "/score", json={"responses": [t]}) for t in texts]
+            replies = await asyncio.gather(*posts)
+        return [(r.status_code, r.json()) for r in replies]
+
     judge = RecordingJudge()
     with serving(zyn_serve.create_app(judge, batch_wait_ms=300, max_batch=64)) as base:
-        async def burst(texts):
-            async with httpx.AsyncClient(timeout=60) as client:
-                posts = [client.post(base + "/score", json={"responses": [t]}) for t in texts]
-                replies = await asyncio.gather(*posts)
-            return [(r.status_code, r.json()) for r in replies]
-
-        replies = asyncio.run(burst([f"text {i}" for i in range(20)]))
+        replies = asyncio.run(burst(base, [f"text {i}" for i in range(20)]))
         assert all(status == 200 and out["scores"] == [0.25] for status, out in replies)
         assert len(judge.calls) < 20 and sum(map(len, judge.calls)) == 20  # gathered into few judge calls
         judge.calls.clear()
-        replies = asyncio.run(burst(["fine 1", "boom", "fine 2"]))
-        assert [status for status, _ in replies] == [200, 500, 200]
-        assert "boom" in replies[1][1]["error"]
+        replies = asyncio.run(burst(base, ["fine 1", "boom", "fine 2", "malformed"]))
+        assert [status for status, _ in replies] == [200, 500, 200, 500]
+        assert "boom" in replies[1][1]["error"] and "IndexError" in replies[3][1]["error"]
         stats = HTTP.get(base + "/health").json()["stats"]
-        assert stats["judge_errors"] == 1 and stats["waiting"] == 0
+        assert stats["judge_errors"] == 2 and stats["waiting"] == 0
+        assert asyncio.run(burst(base, ["still alive"]))[0][0] == 200
+
+    judge = RecordingJudge(batch_size=4)  # a fixed forward batch: judge calls of whole batches
+    with serving(zyn_serve.create_app(judge, batch_wait_ms=300, max_batch=64)) as base:
+        assert all(status == 200 for status, _ in asyncio.run(burst(base, [f"text {i}" for i in range(10)])))
+        assert [len(call) for call in judge.calls] == [8, 2]
 
 
 # --------------------------------------------------------------------------------------------------

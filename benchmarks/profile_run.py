@@ -1,0 +1,50 @@
+"""Where a PPO run's wall time went, from its metrics.jsonl (no extra instrumentation needed).
+
+    python benchmarks/profile_run.py runs/ppo_flan_sentiments__cpu__seed1000__<hash> [more runs...]
+
+Columns: rollout generation, judge scoring of rollouts, the rollout forward pass (logprobs, values,
+reference), evaluations (generation + judge + external check on the held-out prompts), and the rest
+(optimizer steps, logging, checkpoints) = total wall time - the others. Seconds, and shares of the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PARTS = {"generate": "time/rollout_generate", "judge": "time/rollout_score", "rollout forward": "time/rollout_forward",
+         "evaluation": "time/eval"}
+
+
+def profile(run_dir: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    total = max(r.get("time/elapsed") or 0.0 for r in rows)
+    out = {name: sum(r.get(key) or 0.0 for r in rows) for name, key in PARTS.items()}
+    out["optimizer steps + rest"] = total - sum(out.values())
+    out["total"] = total
+    out["steps"] = max(r["step"] for r in rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories")
+    args = parser.parse_args(argv)
+    names = [*PARTS, "optimizer steps + rest", "total"]
+    print("| run | steps | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for run in args.runs:
+        path = Path(run)
+        if not (path / "metrics.jsonl").exists():
+            print(f"error: {path / 'metrics.jsonl'} does not exist", file=sys.stderr)
+            return 2
+        p = profile(path)
+        cells = [f"{p[n]:.0f} s ({p[n] / p['total']:.0%})" if n != "total" else f"{p[n]:.0f} s" for n in names]
+        print(f"| {path.name} | {p['steps']} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,10 @@ positive?"; the reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logge
 reward/mean, metrics/prob_positive (P(Yes), the original's name), metrics/prob_<question> and, in the cpu
 preset, metrics/external_vader (VADER compound score mapped to [0, 1], a check from outside the judge).
 
+The cpu preset asks a small judge what helps a small judge (benchmarks/results_judge.md): gemma-3-270m
+(not the policy's own weights) reads a few labelled example reviews (--shots) and answers the question
+and its negation (--negation, target No), averaged as in Eq. (4).
+
     python ppo_flan_sentiments.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_sentiments.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_sentiments.py                              # the paper: hub models, IMDB, a GPU
@@ -24,8 +28,9 @@ HERE = Path(__file__).resolve().parent
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_sentiments.yml", tracker="wandb",
                            prompts="imdb (train+test): the first 4 words of each review", hub=["imdb"]),
-    "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="vaderSentiment"),
+    "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
+                         prompts="data/movie_review_openers.txt", external="vaderSentiment",
+                         defaults=dict(negation="Is this movie review negative?", shots="data/movie_review_shots.csv")),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
@@ -34,6 +39,11 @@ NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 class Args(script.ScriptArgs):
     question: str = "Is this movie review positive?"
     """yes/no question about prompt + continuation, target Yes; logged as metrics/prob_positive"""
+    negation: str | None = None
+    """its negation, target No, averaged with it (Eq. 4); None: the preset's (paper: none; cpu: "...negative?")"""
+    shots: str | None = None
+    """CSV (text,label) of labelled examples the judge reads first; None: the preset's (paper: none; cpu:
+    data/movie_review_shots.csv); "" for none"""
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
@@ -49,7 +59,12 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 
 def make_reward(args: Args) -> script.Judge:
-    return script.Judge(args.judge, [YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"])])
+    shots = script.read_shots(args.shots) if args.shots else ()
+    if args.negation:
+        questions = YesNoQuestion.pair(args.question, args.negation, template=TEMPLATES["flan_review"], examples=shots)
+    else:
+        questions = [YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"], examples=shots)]
+    return script.Judge(args.judge, questions)
 
 
 def external_check(args: Args):

@@ -720,8 +720,12 @@ def build_judge(args):
     targets = args.target or ["yes"]
     weights = args.weight or [1.0]
     template = TEMPLATES.get(args.template, args.template.replace("\\n", "\n"))
-    questions = [YesNoQuestion(q, target=targets[min(i, len(targets) - 1)], template=template,
-                               weight=weights[min(i, len(weights) - 1)]) for i, q in enumerate(args.question)]
+    try:
+        questions = [YesNoQuestion(q, target=targets[min(i, len(targets) - 1)], template=template,
+                                   weight=weights[min(i, len(weights) - 1)])
+                     for i, q in enumerate(args.question)]
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     kwargs = {"chat_template": not args.no_chat_template, "dtype": args.dtype, "calibrate": args.calibrate,
               "max_length": args.max_length}
     if args.batch_size:  # else the judge's own default grouping

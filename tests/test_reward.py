@@ -506,7 +506,8 @@ def test_bfloat16_stays_within_002_of_fp32_on_many_texts(tokenizer):
     # the last layers run in fp32, the others in bf16, and the model's own forward is left unchanged
     dtypes = {}
     hooks = [layer.mlp.down_proj.register_forward_hook(
-        lambda m, a, out, i=i: dtypes.__setitem__(i, out.dtype)) for i, layer in enumerate(model.model.layers)]
+        lambda m, a, out, i=i: dtypes.__setitem__(i, out.dtype))
+        for i, layer in enumerate(model.model.layers)]
     try:
         bf16.reward_fn(texts[:2])
     finally:
@@ -618,11 +619,12 @@ def test_pair_is_question_and_negation_in_one_line(judges, tokenizer):
     rm = ZeroShotRewardModel(model, [pos, neg], tokenizer=tokenizer)
     p_pos = plain_reference(model, tokenizer, pos, LONG_TEXTS)
     p_neg = plain_reference(model, tokenizer, neg, LONG_TEXTS)  # already P(no | negation): target "no"
-    assert rm.probabilities(LONG_TEXTS) == pytest.approx([(a + b) / 2 for a, b in zip(p_pos, p_neg)], abs=1e-4)
+    want = [(a + b) / 2 for a, b in zip(p_pos, p_neg)]
+    assert rm.probabilities(LONG_TEXTS) == pytest.approx(want, abs=1e-4)
     assert rm.question_probabilities(LONG_TEXTS)[neg.name] == pytest.approx(p_neg, abs=1e-4)
     # beside another question the pair counts as one question of its weight
-    three = ZeroShotRewardModel(model, [*YesNoQuestion.pair(pos.question, neg.question, weight=2.0, name="sent",
-                                                            examples=SHOTS[:2]), REPETITIVE], tokenizer=tokenizer)
+    sent = YesNoQuestion.pair(pos.question, neg.question, weight=2.0, name="sent", examples=SHOTS[:2])
+    three = ZeroShotRewardModel(model, [*sent, REPETITIVE], tokenizer=tokenizer)
     p_rep = plain_reference(model, tokenizer, REPETITIVE, LONG_TEXTS)
     assert three.probabilities(LONG_TEXTS) == pytest.approx(
         [(a + b + c) / 3 for a, b, c in zip(p_pos, p_neg, p_rep)], abs=1e-4)
@@ -641,7 +643,8 @@ def test_shared_prefix_across_questions_with_and_without_examples(judges, tokeni
     for questions in (plain_qs, shot_qs):
         for chat in (True, False):
             want = {q.name: plain_reference(model, tokenizer, q, LONG_TEXTS, chat=chat) for q in questions}
-            rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, chat_template=chat, token_budget=96)
+            rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, chat_template=chat,
+                                     token_budget=96)
             assert_close(rm.question_probabilities(LONG_TEXTS), want, tol=1e-4)
             assert_close(rm.question_probabilities(LONG_TEXTS), want, tol=1e-4)  # caches reused
 
@@ -667,7 +670,7 @@ def word_level_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = tiny_models.SPECIALS + "Yes No Review: Is this movie review positive? Response: I loved it .".split()
+    words = tiny_models.SPECIALS + "Yes No Review: Is this movie review positive? Response: I loved".split()
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
@@ -693,7 +696,8 @@ def write(path, text, encoding="utf-8"):
 
 
 def test_read_labeled_accepts_bom_float_and_word_labels(tmp_path):
-    f = write(tmp_path / "a.csv", "\ufeffText , LABEL\r\ngood,1.0\r\nbad,0.0\r\nfine,true\r\n\"multi\nline\",FALSE\r\n"
+    f = write(tmp_path / "a.csv", "\ufeffText , LABEL\r\ngood,1.0\r\nbad,0.0\r\nfine,true\r\n"
+              "\"multi\nline\",FALSE\r\n"
               "ok,Positive\r\nmeh,0\r\n")
     assert read_labeled(f) == (["good", "bad", "fine", "multi\nline", "ok", "meh"], [1, 0, 1, 0, 1, 0])
     f = write(tmp_path / "b.csv", "review,y\nnice,yes\n")

@@ -1,6 +1,7 @@
 """The zyn_reward.py command line: every user error is one `error: ...` line on stderr, exit status 2."""
 
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -104,13 +105,15 @@ def test_argument_errors(capsys, tmp_path, offline):
         line = fails(capsys, "score", "--question", QUESTION, "--batch-size", value, str(texts))
         assert "--batch-size" in line and "--help" in line
     assert "--max-length" in fails(capsys, "score", "--question", QUESTION, "--max-length", "0", str(texts))
-    assert "--token-budget" in fails(capsys, "score", "--question", QUESTION, "--token-budget", "-1", str(texts))
+    assert "--token-budget" in fails(capsys, "score", "--question", QUESTION, "--token-budget", "-1",
+                                     str(texts))
     line = fails(capsys, "score", "--question", QUESTION, "--template", "Review: {question}", str(texts))
     assert "template must contain {text}" in line and "--template needs {text} and {question}" in line
     assert "non-empty" in fails(capsys, "score", "--question", "  ", str(texts))
     assert "--dtype" in fails(capsys, "score", "--question", QUESTION, "--dtype", "int8", str(texts))
     assert "required" in fails(capsys, "score", str(texts))
-    assert "two different" in fails(capsys, "score", "--question", QUESTION, "--negation", QUESTION, str(texts))
+    assert "two different" in fails(capsys, "score", "--question", QUESTION, "--negation", QUESTION,
+                                    str(texts))
 
 
 def test_wrong_model_name_fails_in_seconds_naming_what_was_tried(capsys, tmp_path, offline, monkeypatch):
@@ -123,7 +126,8 @@ def test_wrong_model_name_fails_in_seconds_naming_what_was_tried(capsys, tmp_pat
                  str(texts))
     embedded = ", ".join(sorted(zyn_reward.EMBEDDED_MODELS))
     assert f"not an embedded model name ({embedded})" in line and "not in the Hugging Face cache" in line
-    line = fails(capsys, "score", "--question", QUESTION, "--model", str(tmp_path / "judges" / "mine"), str(texts))
+    line = fails(capsys, "score", "--question", QUESTION, "--model", str(tmp_path / "judges" / "mine"),
+                 str(texts))
     assert "no such local folder" in line and "Repo id" not in line
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refused at once: an unreachable hub
@@ -132,31 +136,41 @@ def test_wrong_model_name_fails_in_seconds_naming_what_was_tried(capsys, tmp_pat
     assert time.perf_counter() - start < 15
     assert "torch sees no CUDA GPU" in fails(capsys, "score", "--question", QUESTION, "--device", "cuda:0",
                                              str(texts)) or zyn_reward.torch.cuda.is_available()
-    assert "not a torch device" in fails(capsys, "score", "--question", QUESTION, "--device", "gpu0", str(texts))
+    assert "not a torch device" in fails(capsys, "score", "--question", QUESTION, "--device", "gpu0",
+                                         str(texts))
 
 
 def test_unknown_yes_word_is_named(capsys, tmp_path, tiny_llama_dir, offline):
     texts = tmp_path / "t.txt"
     texts.write_text("a film\n")
-    line = fails(capsys, "score", "--question", QUESTION, "--model", tiny_llama_dir, "--yes-words", "Yes,Jawohl",
-                 str(texts))
+    line = fails(capsys, "score", "--question", QUESTION, "--model", tiny_llama_dir, "--yes-words",
+                 "Yes,Jawohl", str(texts))
     assert "yes_words: 'Jawohl' is not a single token" in line
     tok = word_level_tokenizer()  # a vocabulary with an unknown token, as SentencePiece judges have
     folder = tiny_models.save_tiny(tiny_models.tiny_llama(tok), tok, tmp_path / "wordlevel")
-    line = fails(capsys, "score", "--question", QUESTION, "--model", folder, "--no-words", "No,Nein", str(texts))
-    assert "no_words: 'Nein' is not in this tokenizer's vocabulary (it becomes the unknown token '<unk>')" in line
+    line = fails(capsys, "score", "--question", QUESTION, "--model", folder, "--no-words", "No,Nein",
+                 str(texts))
+    assert ("no_words: 'Nein' is not in this tokenizer's vocabulary (it becomes the unknown token '<unk>')"
+            in line)
 
 
-def test_score_splits_on_newlines_only(capsys, tmp_path, tiny_llama_dir, offline):
-    lines = ["one\x0cpage break inside", "two\u2028line separator inside", "three\x85next line inside", "four"]
+def test_score_splits_on_newlines_only(capsys, tmp_path, tiny_llama_dir, offline, monkeypatch):
+    lines = ["one\x0cpage break inside", "two\u2028line separator inside", "three\x85next line inside",
+             "four"]
     (tmp_path / "t.txt").write_bytes(("\ufeff" + "\r\n".join(lines) + "\n").encode())
-    out = succeeds(capsys, "score", "--question", QUESTION, "--model", tiny_llama_dir, str(tmp_path / "t.txt"))
+    out = succeeds(capsys, "score", "--question", QUESTION, "--model", tiny_llama_dir,
+                   str(tmp_path / "t.txt"))
     want = ZeroShotRewardModel(tiny_llama_dir, QUESTION).probabilities(lines)  # the BOM is not part of line 1
     assert [float(x) for x in out.split()] == pytest.approx(want, abs=1e-5)
+    data = (tmp_path / "t.txt").read_bytes()
+    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="latin-1")  # its bytes are read, not its text
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert succeeds(capsys, "score", "--question", QUESTION, "--model", tiny_llama_dir, "-") == out
 
 
 def test_eval_accepts_bom_and_float_labels(capsys, tmp_path, tiny_llama_dir, offline):
-    rows = [("I loved this film.", "1.0"), ("A boring movie.", "0.0"), ("ok", "true"), ("Great music!", "False")]
+    rows = [("I loved this film.", "1.0"), ("A boring movie.", "0.0"), ("ok", "true"),
+            ("Great music!", "False")]
     out = succeeds(capsys, "eval", "--question", QUESTION, "--model", tiny_llama_dir, "--labeled",
                    labeled(tmp_path / "bom.csv", rows, bom=True))
     p = ZeroShotRewardModel(tiny_llama_dir, QUESTION).probabilities([t for t, _ in rows])
@@ -187,15 +201,16 @@ def test_few_shot_and_negation_from_the_command_line(capsys, tmp_path, tiny_llam
 def run(*args, env=None):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     environment.pop("ZYN_DEBUG", None) if not (env and "ZYN_DEBUG" in env) else None
-    return subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env=environment)
+    return subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env=environment, check=False)
 
 
 def test_a_real_process_prints_one_line_and_debug_shows_the_traceback(tmp_path):
     missing = str(tmp_path / "reviews.csv")
     out = run("eval", "--question", QUESTION, "--labeled", missing)
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip().splitlines() == [f"error: labelled CSV '{missing}' does not exist; check the path"]
+    want = f"error: labelled CSV '{missing}' does not exist; check the path"
+    assert out.stderr.strip().splitlines() == [want]
     for debug in (run("eval", "--question", QUESTION, "--labeled", missing, "--debug"),
                   run("--debug", "eval", "--question", QUESTION, "--labeled", missing),
                   run("eval", "--question", QUESTION, "--labeled", missing, env={"ZYN_DEBUG": "1"})):

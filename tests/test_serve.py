@@ -454,10 +454,12 @@ def test_vllm_backend_missing_is_one_clear_line(tiny_llama_dir):
     assert "pip install vllm" in message and "\n" not in message
 
 
-def test_cli_rejects_mismatched_targets():
+def test_cli_rejects_bad_arguments_with_one_line():
     with pytest.raises(SystemExit, match="--target"):
         zyn_serve.main(["--question", "A?", "--question", "B?", "--question", "C?", "--target", "yes",
                         "--target", "no"])
+    with pytest.raises(SystemExit, match="template must contain"):
+        zyn_serve.main(["--question", "A?", "--template", "no fields here"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class Preset:
     tracker: str = "none"
     changes: dict = field(default_factory=dict)
     """config settings of this preset, on top of configs/cpu.yml for the cpu preset"""
+    defaults: dict = field(default_factory=dict)
+    """values of the experiment's own flags that this preset sets when they are left unset (None)"""
 
 
 # ------------------------------------------------------------------------------------------------ the judge
@@ -227,6 +229,9 @@ def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
     args.policy = args.policy or preset.policy or (paper.policy if args.preset == "paper" else None)
     args.config = args.config or preset.config or paper.config
     args.tracker = args.tracker or preset.tracker
+    for key, value in preset.defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args
 
 
@@ -300,6 +305,14 @@ class _Lazy:
         if not self.built:
             self.value, self.built = self.build(), True
         return self.value
+
+
+def read_shots(path: str) -> list[tuple[str, str]]:
+    """Few-shot examples for a judge: a CSV with columns text,label (label 1/0, yes/no, ...)."""
+    from zyn_reward import read_labeled
+
+    texts, labels = read_labeled(str(_find(path)))
+    return [(text, "yes" if label else "no") for text, label in zip(texts, labels)]
 
 
 # ------------------------------------------------------------------------------------------------ checks

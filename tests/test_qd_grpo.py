@@ -218,6 +218,8 @@ def test_grpo_cpu_preset_has_the_ppo_budget():
                                                                  ).method.ppo_epochs
     assert grpo["learning_rate"] == ppo["optimizer.kwargs.lr"]
     assert grpo["max_new_tokens"] == ppo["method.gen_kwargs.max_new_tokens"]
+    assert grpo["freeze_embeddings"] == ppo["model.freeze_embeddings"]  # the same parameters train
+    assert grpo["eval_batch_size"] == ppo["method.chunk_size"]
 
 
 def test_grpo_print_config_paper_offline():

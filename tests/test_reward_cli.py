@@ -199,8 +199,8 @@ def test_few_shot_and_negation_from_the_command_line(capsys, tmp_path, tiny_llam
 
 
 def run(*args, env=None):
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    environment.pop("ZYN_DEBUG", None) if not (env and "ZYN_DEBUG" in env) else None
+    environment = {k: v for k, v in os.environ.items() if k != "ZYN_DEBUG"}
+    environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
     return subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120, env=environment, check=False)
 
@@ -211,7 +211,15 @@ def test_a_real_process_prints_one_line_and_debug_shows_the_traceback(tmp_path):
     assert out.returncode == 2 and out.stdout == ""
     want = f"error: labelled CSV '{missing}' does not exist; check the path"
     assert out.stderr.strip().splitlines() == [want]
-    for debug in (run("eval", "--question", QUESTION, "--labeled", missing, "--debug"),
-                  run("--debug", "eval", "--question", QUESTION, "--labeled", missing),
-                  run("eval", "--question", QUESTION, "--labeled", missing, env={"ZYN_DEBUG": "1"})):
-        assert debug.returncode != 0 and "Traceback" in debug.stderr and "does not exist" in debug.stderr
+    debug = run("eval", "--question", QUESTION, "--labeled", missing, env={"ZYN_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "does not exist" in debug.stderr
+
+
+def test_debug_flag_raises_instead(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZYN_DEBUG", raising=False)
+    missing = str(tmp_path / "reviews.csv")
+    for argv in (["eval", "--question", QUESTION, "--labeled", missing, "--debug"],
+                 ["--debug", "eval", "--question", QUESTION, "--labeled", missing]):
+        with pytest.raises(zyn_reward.UserError, match="does not exist") as info:
+            main(argv)
+        assert isinstance(info.value.__cause__, FileNotFoundError)

@@ -86,7 +86,7 @@ class Args:
     seed: int = 1000
     """random seed"""
     logging_dir: str | None = None
-    """run directory: metrics.jsonl, samples, checkpoints (None: runs/<exp_name>__<preset>__seed<seed>)"""
+    """run directory (None: runs/<exp_name>__<preset>__seed<seed>__<hash of what defines the run>)"""
     tracker: Literal["wandb", "tensorboard", "none"] | None = None
     """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
     num_rollouts: int | None = None

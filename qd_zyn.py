@@ -15,7 +15,7 @@ once and saved in state.json; every later review is binned with these frozen edg
     python qd_zyn.py                                            # paper preset: hub models (needs internet)
     python qd_zyn.py --preset paper --print-config
 
-Outputs in the run directory (`--logging-dir`, default runs/<exp_name>__<preset>__seed<seed>):
+Outputs in the run directory (`--logging-dir`, default runs/<exp_name>__<preset>__seed<seed>__<hash>):
 archive.jsonl (one elite per line: bin, text, quality, descriptors, iteration), metrics.jsonl (one line per
 iteration: step, qd/score = sum of elite qualities, qd/coverage = filled bins / all bins, qd/max_quality,
 qd/mean_quality, qd/accepted, time/elapsed), state.json (bin edges, last finished iteration),
@@ -60,7 +60,7 @@ class Args:
     total_steps: int | None = None
     """number of search iterations (each proposes --batch-size reviews); preset default if unset"""
     logging_dir: str | None = None
-    """run directory (default runs/<exp_name>__<preset>__seed<seed>); an existing archive there is resumed"""
+    """run directory (default runs/<exp_name>__<preset>__seed<seed>__<hash of the settings>); the same search there is resumed"""
     tracker: Literal["wandb", "tensorboard", "none"] | None = None
     """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
     project_name: str = "zyn"

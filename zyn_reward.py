@@ -234,10 +234,10 @@ class ZeroShotRewardModel:
         stay as loaded and the residual stream in fp32; on a decoder-only judge the prompt's last
         token (the answer position, whose hidden state gives the logits) runs in fp32 after the
         other tokens ran in bf16/fp16, and the yes/no logits are computed in fp32 (pass a model loaded
-        in bf16 to halve its memory instead). "float32" casts the judge
-        to fp32 (in place). "auto": bfloat16 where the device computes it natively (bf16_is_fast: a
-        CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), otherwise the weights' own precision
-        (fp32 for a judge loaded by name). None (default): the weights' precision.
+        in bf16 to halve its memory instead; a judge loaded by name is loaded in fp32). "float32"
+        casts the judge to fp32 (in place). "auto": bfloat16 where the device computes it natively
+        (bf16_is_fast: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), otherwise the weights'
+        own precision. None (default): the weights' precision.
     transform: what reward_fn returns: "centered" (p-0.5)*10 (Eq. 3), "prob" p or "logodds".
     chat_template: wrap decoder-only prompts in the tokenizer's chat template when it has one.
     calibrate: contextual calibration: True (content-free texts "N/A", "", "[MASK]"), or your own

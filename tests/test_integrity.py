@@ -34,7 +34,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 def tiny_run(tiny_llama_dir, tiny_gpt2_dir, *args: str, overrides: tuple = ()) -> list[str]:
     return ["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir, "--total-steps", "2",
-            *args, *TINY, *overrides]
+            "--shots", "", *args, *TINY, *overrides]  # no few-shot reviews: a tiny judge has 512 positions
 
 
 def train(cfg, reward=share_of_spaces, **kwargs):

@@ -74,7 +74,7 @@ def tiny_llama(tokenizer, seed: int = 0, layers: int = 4, hidden: int = 32) -> L
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
     )

@@ -71,6 +71,136 @@ def _no_resume(value) -> bool:
     return value in (None, False, "", "none", "None", "false")
 
 
+def gather_cat(accelerator, x: torch.Tensor) -> torch.Tensor:
+    """Concatenate a 1-D tensor over all processes (on the CPU)."""
+    x = x.detach().float().reshape(-1).cpu()
+    if accelerator.num_processes == 1:
+        return x
+    from accelerate.utils import gather_object
+
+    return torch.tensor(gather_object(x.tolist()))
+
+
+def mean_across(accelerator, values: dict) -> dict:
+    """Each value averaged over all processes."""
+    if accelerator.num_processes == 1:
+        return values
+    keys = sorted(values)
+    t = accelerator.reduce(torch.tensor([float(values[k]) for k in keys], device=accelerator.device), reduction="mean")
+    return {k: v.item() for k, v in zip(keys, t)}
+
+
+def global_mean_var(accelerator, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased variance of the masked entries of x over all processes."""
+    s = accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]), reduction="sum")
+    mean = s[0] / s[1]
+    sq = accelerator.reduce((((x - mean) * mask) ** 2).sum(), reduction="sum")
+    return mean, sq / (s[1] - 1).clamp(min=1)
+
+
+class Prompts:
+    """The train and evaluation prompts, tokenized once, and the shuffled passes rollouts draw them in
+    (identical on all ranks; each rank takes its own slice)."""
+
+    def __init__(self, tokenizer, max_length: int, seed: int, warn: bool = True):
+        self.tokenizer, self.max_length, self.warn = tokenizer, max_length, warn
+        self.train: list[dict] = []
+        self.eval: list[dict] = []
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+        self.pos = 0
+
+    def tokenize(self, prompts: Sequence, name: str) -> list[dict]:
+        if prompts is None or len(prompts) == 0:
+            raise UserError(f"{name} is empty: give at least one prompt")
+        tok, items, n_cut = self.tokenizer, [], 0
+        for i, p in enumerate(prompts):
+            text, meta = split_prompt(p)
+            ids = tok(text, add_special_tokens=False).input_ids
+            if len(ids) == 0:
+                warnings.warn(f"{name}[{i}] is empty; generation starts from the BOS/EOS token instead")
+                ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+            if len(ids) > self.max_length:
+                n_cut += 1
+                ids = ids[-self.max_length:] if tok.truncation_side == "left" else ids[: self.max_length]
+                text = tok.decode(ids, skip_special_tokens=True)
+            items.append(dict(ids=ids, text=text, meta=meta))
+        if n_cut and self.warn:
+            warnings.warn(f"{n_cut} of {len(items)} {name} were longer than seq_length - max_new_tokens = "
+                          f"{self.max_length} tokens and were cut on the {tok.truncation_side} (tokenizer.truncation_side)")
+        return items
+
+    def next_indices(self, n: int) -> list[int]:
+        """The next n indices of shuffled passes over the train prompts."""
+        out = []
+        while len(out) < n:
+            if self.pos >= len(self.order):
+                self.order = torch.randperm(len(self.train), generator=self.generator).tolist()
+                self.pos = 0
+            take = self.order[self.pos : self.pos + n - len(out)]
+            self.pos += len(take)
+            out += take
+        return out
+
+    def state_dict(self) -> dict:
+        return dict(prompt_gen=self.generator.get_state(), prompt_order=self.order, prompt_pos=self.pos)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["prompt_gen"])
+        self.order, self.pos = state["prompt_order"], state["prompt_pos"]
+
+
+class Sampler:
+    """Samples continuations of left-padded prompts; a response ends at (and includes) its first EOS, or
+    at the shortest token prefix that contains a stop sequence."""
+
+    def __init__(self, lm, tokenizer, stop_sequences: Sequence[str], autocast, device):
+        self.lm, self.tokenizer, self.stop_sequences = lm, tokenizer, list(stop_sequences)
+        self.autocast, self.device = autocast, device
+
+    def left_pad(self, ids_list: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids_list)
+        ids = torch.full((len(ids_list), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+        for i, x in enumerate(ids_list):
+            ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, items: list[dict], gen_kwargs: dict) -> dict:
+        """Prompt ids/mask, response ids/mask and the decoded texts."""
+        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
+        query, qmask = self.left_pad([it["ids"] for it in items])
+        with self.autocast:
+            out = self.lm.generate(input_ids=query, attention_mask=qmask, **gen_kwargs)
+        response = out[:, query.shape[1]:]
+        if response.shape[1] == 0:
+            response = torch.full((len(items), 1), eos, dtype=torch.long, device=self.device)
+        is_eos = response == eos
+        rmask = (~((is_eos.long().cumsum(1) - is_eos.long()) > 0)).long()  # up to and including the first EOS
+        outputs = []
+        for i in range(len(items)):
+            toks = response[i, :int(rmask[i].sum())].tolist()
+            body = toks[:-1] if toks and toks[-1] == eos else toks
+            text = tok.decode(body, skip_special_tokens=True)
+            cut = cut_at_stop(text, self.stop_sequences)
+            if cut is not None:
+                for m in range(1, len(body) + 1):  # the shortest token prefix that contains the stop sequence
+                    if cut_at_stop(tok.decode(body[:m], skip_special_tokens=True), self.stop_sequences) is not None:
+                        break
+                rmask[i, m:] = 0
+                text = text[:cut].rstrip()
+            outputs.append(text)
+        width = max(int(rmask.sum(1).max()), 1)
+        return dict(
+            query=query, query_mask=qmask, response=response[:, :width], response_mask=rmask[:, :width],
+            prompts=[it["text"] for it in items], outputs=outputs,
+            samples=[it["text"] + o for it, o in zip(items, outputs)],
+            meta={k: [it["meta"].get(k) for it in items] for k in (items[0]["meta"] if items else {})},
+        )
+
+
 class PPOTrainer:
     """Holds the policy, reference, optimizer, KL controller and rollout store; `learn()` runs the loop.
 
@@ -85,7 +215,6 @@ class PPOTrainer:
         if isinstance(config, dict):
             config = TRLConfig.from_dict(config)
         self.config, self.reward_fn, self.metric_fn = config, reward_fn, metric_fn
-        self.stop_sequences = list(stop_sequences or [])
         # processes started by torchrun on a machine without CUDA: CPU processes talking over gloo
         multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()
@@ -137,12 +266,11 @@ class PPOTrainer:
         self.mb_index, self.inner = 0, 0  # the next minibatch of the store, and the next epoch on it
         self.store_kl, self.last_approx_kl = 0.0, 0.0
         self.rollout_stats: dict = {}
-        self.prompt_gen = torch.Generator().manual_seed(tc.seed)
-        self.prompt_order: list[int] = []
-        self.prompt_pos = 0
         self.elapsed_before, self.t_start, self.wandb_id = 0.0, time.time(), None
-        self.train_prompts = self._tokenize_prompts(prompts, "prompts") if prompts is not None else []
-        self.eval_prompts = self._tokenize_prompts(eval_prompts, "eval_prompts") if eval_prompts is not None else []
+        self.sampler = Sampler(self.policy.lm, self.tokenizer, stop_sequences or [], self.autocast, self.device)
+        self.prompts = Prompts(self.tokenizer, self.max_prompt_length, tc.seed, warn=self.is_main)
+        self.train_prompts = self.prompts.tokenize(prompts, "prompts") if prompts is not None else []
+        self.eval_prompts = self.prompts.tokenize(eval_prompts, "eval_prompts") if eval_prompts is not None else []
 
     # ----------------------------------------------------------------------------------- the run directory
     def _decide_start(self, overwrite: bool) -> Path | None:
@@ -197,86 +325,20 @@ class PPOTrainer:
         if self.lock is not None:
             self.lock.release()
 
-    # ----------------------------------------------------------------------------------- prompts
+    # ----------------------------------------------------------------------------------- prompts, sampling
     def _tokenize_prompts(self, prompts: Sequence, name: str) -> list[dict]:
-        if prompts is None or len(prompts) == 0:
-            raise UserError(f"{name} is empty: give at least one prompt")
-        items, n_cut = [], 0
-        for i, p in enumerate(prompts):
-            text, meta = split_prompt(p)
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids
-            if len(ids) == 0:
-                start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-                warnings.warn(f"{name}[{i}] is empty; generation starts from the BOS/EOS token instead")
-                ids = [start]
-            if len(ids) > self.max_prompt_length:
-                n_cut += 1
-                ids = ids[-self.max_prompt_length:] if self.tokenizer.truncation_side == "left" else ids[: self.max_prompt_length]
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            items.append(dict(ids=ids, text=text, meta=meta))
-        if n_cut and self.is_main:
-            warnings.warn(
-                f"{n_cut} of {len(items)} {name} were longer than seq_length - max_new_tokens = {self.max_prompt_length} "
-                f"tokens and were cut on the {self.tokenizer.truncation_side} (tokenizer.truncation_side)"
-            )
-        return items
+        return self.prompts.tokenize(prompts, name)
 
-    def _next_prompt_indices(self, n: int) -> list[int]:
-        """Shuffled passes over the train prompts, identical on all ranks (each takes its own slice)."""
-        out = []
-        while len(out) < n:
-            if self.prompt_pos >= len(self.prompt_order):
-                self.prompt_order = torch.randperm(len(self.train_prompts), generator=self.prompt_gen).tolist()
-                self.prompt_pos = 0
-            take = self.prompt_order[self.prompt_pos : self.prompt_pos + n - len(out)]
-            self.prompt_pos += len(take)
-            out += take
-        return out
+    @property
+    def train_prompts(self) -> list[dict]:
+        return self.prompts.train
 
-    def _left_pad(self, ids_list: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(x) for x in ids_list)
-        ids = torch.full((len(ids_list), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
-        for i, x in enumerate(ids_list):
-            ids[i, width - len(x):] = torch.tensor(x)
-            mask[i, width - len(x):] = 1
-        return ids.to(self.device), mask.to(self.device)
+    @train_prompts.setter
+    def train_prompts(self, items: list[dict]) -> None:
+        self.prompts.train = items
 
-    # ----------------------------------------------------------------------------------- generation
-    @torch.no_grad()
     def generate(self, items: list[dict], gen_kwargs: dict) -> dict:
-        """Sample continuations; returns prompt ids/mask, response ids/mask (up to and including the first
-        EOS or stop sequence) and the decoded texts."""
-        query, qmask = self._left_pad([it["ids"] for it in items])
-        with self.autocast:
-            out = self.policy.lm.generate(input_ids=query, attention_mask=qmask, **gen_kwargs)
-        response = out[:, query.shape[1]:]
-        if response.shape[1] == 0:
-            response = torch.full((len(items), 1), self.tokenizer.eos_token_id, dtype=torch.long, device=self.device)
-        is_eos = response == self.tokenizer.eos_token_id
-        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
-        rmask = (~after_eos).long()
-        outputs = []
-        for i in range(len(items)):
-            n = int(rmask[i].sum())
-            toks = response[i, :n].tolist()
-            body = toks[:-1] if toks and toks[-1] == self.tokenizer.eos_token_id else toks
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            cut = cut_at_stop(text, self.stop_sequences)
-            if cut is not None:
-                for m in range(1, len(body) + 1):  # the shortest token prefix that contains the stop sequence
-                    if cut_at_stop(self.tokenizer.decode(body[:m], skip_special_tokens=True), self.stop_sequences) is not None:
-                        break
-                rmask[i, m:] = 0
-                text = text[:cut].rstrip()
-            outputs.append(text)
-        width = max(int(rmask.sum(1).max()), 1)
-        return dict(
-            query=query, query_mask=qmask, response=response[:, :width], response_mask=rmask[:, :width],
-            prompts=[it["text"] for it in items], outputs=outputs,
-            samples=[it["text"] + o for it, o in zip(items, outputs)],
-            meta={k: [it["meta"].get(k) for it in items] for k in (items[0]["meta"] if items else {})},
-        )
+        return self.sampler(items, gen_kwargs)
 
     def _score(self, fn: Callable, gen: dict) -> torch.Tensor:
         scores = fn(samples=gen["samples"], prompts=gen["prompts"], outputs=gen["outputs"], **gen["meta"])
@@ -291,7 +353,7 @@ class PPOTrainer:
         chunks, times = [], dict(t_gen=0.0, t_score=0.0, t_fwd=0.0)
         n = 0
         while n < mc.num_rollouts:
-            idx = self._next_prompt_indices(mc.chunk_size * self.world)[self.rank * mc.chunk_size:(self.rank + 1) * mc.chunk_size]
+            idx = self.prompts.next_indices(mc.chunk_size * self.world)[self.rank * mc.chunk_size:(self.rank + 1) * mc.chunk_size]
             t = time.time()
             gen = self.generate([self.train_prompts[i] for i in idx], gen_kwargs)
             times["t_gen"] += time.time() - t
@@ -313,7 +375,7 @@ class PPOTrainer:
 
     def _process_chunk(self, gen: dict, raw: torch.Tensor) -> dict:
         mc = self.config.method
-        everyone = self._gather_cat(raw)
+        everyone = gather_cat(self.accelerator, raw)
         if self.ref_mean is None:  # statistics of the first rollout chunk as reference (trlx)
             self.ref_mean, self.ref_std = everyone.mean().item(), everyone.std().item() if len(everyone) > 1 else 1.0
         self.running.update(everyone)
@@ -345,9 +407,9 @@ class PPOTrainer:
         return chunk
 
     def _rollout_stats(self, store: dict, t: dict) -> dict:
-        raw = self._gather_cat(store["raw_scores"])
-        kl = self._gather_cat(store["kl_ref"])
-        lengths = self._gather_cat(store["response_mask"].sum(1).float())
+        raw = gather_cat(self.accelerator, store["raw_scores"])
+        kl = gather_cat(self.accelerator, store["kl_ref"])
+        lengths = gather_cat(self.accelerator, store["response_mask"].sum(1).float())
         self.store_kl = kl.mean().item()
         return {
             "rollout/score_mean": raw.mean().item(), "rollout/score_std": raw.std().item() if len(raw) > 1 else 0.0,
@@ -357,23 +419,6 @@ class PPOTrainer:
             "time/rollout_generate": t["t_gen"], "time/rollout_score": t["t_score"], "time/rollout_forward": t["t_fwd"],
         }
 
-    def _gather_cat(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate a 1-D tensor over all processes (on the CPU)."""
-        x = x.detach().float().reshape(-1).cpu()
-        if self.world == 1:
-            return x
-        from accelerate.utils import gather_object
-
-        return torch.tensor(gather_object(x.tolist()))
-
-    def _mean_across(self, values: dict) -> dict:
-        if self.world == 1:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], device=self.device)
-        t = self.accelerator.reduce(t, reduction="mean")
-        return {k: v.item() for k, v in zip(keys, t)}
-
     # ----------------------------------------------------------------------------------- optimisation
     def train_step(self, idx: torch.Tensor) -> dict:
         """One optimizer step on the rollouts `idx` of the store."""
@@ -381,7 +426,7 @@ class PPOTrainer:
         mb = trim({k: v[idx.to(v.device)] for k, v in store.items() if v.dim() >= 2})
         mask = mb["response_mask"].float()
         adv, returns = gae_advantages(mb["rewards"], mb["values"], mask, mc.gamma, mc.lam)
-        adv = whiten(adv, mask, stats=self._global_mean_var(adv, mask) if self.world > 1 else None)
+        adv = whiten(adv, mask, stats=global_mean_var(self.accelerator, adv, mask) if self.world > 1 else None)
         micro = self.config.train.minibatch_size or len(idx)
         n_total = mask.sum()
         sums = dict(total=0.0, policy=0.0, value=0.0, clipfrac=0.0, approx_kl=0.0, vclipfrac=0.0, values=0.0)
@@ -414,15 +459,9 @@ class PPOTrainer:
                  "policy/approx_kl": sums["approx_kl"], "policy/clipfrac": sums["clipfrac"],
                  "values/clipfrac": sums["vclipfrac"], "values/mean": sums["values"],
                  "returns/mean": masked_mean(returns, mask).item()}
-        stats = self._mean_across(stats)
+        stats = mean_across(self.accelerator, stats)
         stats["lr"] = lr
         return stats
-
-    def _global_mean_var(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum()]), reduction="sum")
-        mean = s[0] / s[1]
-        sq = self.accelerator.reduce((((x - mean) * mask) ** 2).sum(), reduction="sum")
-        return mean, sq / (s[1] - 1).clamp(min=1)
 
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -476,58 +515,10 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _write_state(self, folder: Path, rngs: list) -> None:
-        policy = self.accelerator.unwrap_model(self.model)
-        with quiet_hf():
-            policy.lm.save_pretrained(folder / "policy")
-        self.tokenizer.save_pretrained(folder / "policy")
-        torch.save(policy.v_head.state_dict(), folder / "value_head.pt")
-        if policy.has_hydra:
-            torch.save(dict(blocks=policy.ref_blocks.state_dict(), norm=policy.ref_norm.state_dict(),
-                            head=policy.ref_head.state_dict()), folder / "reference_branch.pt")
-        multi = self.world > 1 and self.store is not None  # each rank holds its own store: resume collects anew
-        mb_index, inner = (self.mb_index + 1, 0) if self.inner == self.config.method.ppo_epochs else (self.mb_index, self.inner)
-        state = dict(
-            step=self.step, n_collections=self.n_collections, n_evals=self.n_evals, episodes=self.episodes,
-            optimizer=self.optimizer.state_dict() if self.config.train.save_optimizer else None,
-            scheduler=self.scheduler.state_dict(), kl_coef=self.kl_ctl.value,
-            running=vars(self.running).copy(), ref_mean=self.ref_mean, ref_std=self.ref_std,
-            store=None if self.store is None or multi else {k: v.cpu() for k, v in self.store.items()},
-            store_kl=self.store_kl, rollout_stats=self.rollout_stats,
-            order=None if multi else self.order, mb_index=0 if multi else mb_index, inner=0 if multi else inner,
-            prompt_gen=self.prompt_gen.get_state(), prompt_order=self.prompt_order, prompt_pos=self.prompt_pos,
-            elapsed=self.elapsed(), wandb_id=self.logger.run_id or self.wandb_id, rng=rngs, world=self.world,
-        )
-        torch.save(state, folder / "trainer_state.pt")
+        write_state(self, folder, rngs)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
-        policy = self.accelerator.unwrap_model(self.model)
-        policy.v_head.load_state_dict(torch.load(path / "value_head.pt", map_location=self.device))
-        if policy.has_hydra:
-            branch = torch.load(path / "reference_branch.pt", map_location=self.device)
-            policy.ref_blocks.load_state_dict(branch["blocks"])
-            policy.ref_norm.load_state_dict(branch["norm"])
-            policy.ref_head.load_state_dict(branch["head"])
-        if state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.kl_ctl.value = state["kl_coef"]
-        vars(self.running).update(state["running"])
-        self.ref_mean, self.ref_std = state["ref_mean"], state["ref_std"]
-        for k in ("step", "n_collections", "n_evals", "episodes", "order", "mb_index", "inner", "prompt_order",
-                  "prompt_pos", "store_kl"):
-            setattr(self, k, state[k])
-        self.store = None if state["store"] is None else {k: v.to(self.device) for k, v in state["store"].items()}
-        self.rollout_stats = state["rollout_stats"] or {}
-        self.prompt_gen.set_state(state["prompt_gen"])
-        self.elapsed_before, self.wandb_id = state["elapsed"], state["wandb_id"]
-        if len(state["rng"]) == self.world:
-            rng = state["rng"][self.rank]
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        read_state(self, path)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Save the policy LM and tokenizer (loadable with AutoModelForCausalLM.from_pretrained)."""
@@ -616,6 +607,64 @@ class PPOTrainer:
             if flag and stop.received is None:
                 stop.received = flag
         return bool(flag)
+
+
+# ----------------------------------------------------------------------------------- the checkpoint format
+def write_state(trainer: PPOTrainer, folder: Path, rngs: list) -> None:
+    """A checkpoint's files: policy (save_pretrained + tokenizer), value head, hydra branch, trainer state."""
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    with quiet_hf():
+        policy.lm.save_pretrained(folder / "policy")
+    trainer.tokenizer.save_pretrained(folder / "policy")
+    torch.save(policy.v_head.state_dict(), folder / "value_head.pt")
+    if policy.has_hydra:
+        torch.save(dict(blocks=policy.ref_blocks.state_dict(), norm=policy.ref_norm.state_dict(),
+                        head=policy.ref_head.state_dict()), folder / "reference_branch.pt")
+    multi = trainer.world > 1 and trainer.store is not None  # each rank holds its own store: resume collects anew
+    mb_index, inner = (trainer.mb_index + 1, 0) if trainer.inner == trainer.config.method.ppo_epochs else (trainer.mb_index, trainer.inner)
+    state = dict(
+        step=trainer.step, n_collections=trainer.n_collections, n_evals=trainer.n_evals, episodes=trainer.episodes,
+        optimizer=trainer.optimizer.state_dict() if trainer.config.train.save_optimizer else None,
+        scheduler=trainer.scheduler.state_dict(), kl_coef=trainer.kl_ctl.value,
+        running=vars(trainer.running).copy(), ref_mean=trainer.ref_mean, ref_std=trainer.ref_std,
+        store=None if trainer.store is None or multi else {k: v.cpu() for k, v in trainer.store.items()},
+        store_kl=trainer.store_kl, rollout_stats=trainer.rollout_stats,
+        order=None if multi else trainer.order, mb_index=0 if multi else mb_index, inner=0 if multi else inner,
+        **trainer.prompts.state_dict(), elapsed=trainer.elapsed(), wandb_id=trainer.logger.run_id or trainer.wandb_id,
+        rng=rngs, world=trainer.world,
+    )
+    torch.save(state, folder / "trainer_state.pt")
+
+
+def read_state(trainer: PPOTrainer, path: Path) -> None:
+    """Restore what write_state wrote (weights, optimizer, scheduler, KL, statistics, loop position, RNGs)."""
+    state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    policy.v_head.load_state_dict(torch.load(path / "value_head.pt", map_location=trainer.device))
+    if policy.has_hydra:
+        branch = torch.load(path / "reference_branch.pt", map_location=trainer.device)
+        policy.ref_blocks.load_state_dict(branch["blocks"])
+        policy.ref_norm.load_state_dict(branch["norm"])
+        policy.ref_head.load_state_dict(branch["head"])
+    if state["optimizer"] is not None:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.kl_ctl.value = state["kl_coef"]
+    vars(trainer.running).update(state["running"])
+    trainer.ref_mean, trainer.ref_std = state["ref_mean"], state["ref_std"]
+    for k in ("step", "n_collections", "n_evals", "episodes", "order", "mb_index", "inner", "store_kl"):
+        setattr(trainer, k, state[k])
+    trainer.store = None if state["store"] is None else {k: v.to(trainer.device) for k, v in state["store"].items()}
+    trainer.rollout_stats = state["rollout_stats"] or {}
+    trainer.prompts.load_state_dict(state)
+    trainer.elapsed_before, trainer.wandb_id = state["elapsed"], state["wandb_id"]
+    if len(state["rng"]) == trainer.world:
+        rng = state["rng"][trainer.rank]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def train(

@@ -24,12 +24,10 @@ repeats one prompt is useless however well it scores: read distinct_n beside pro
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-import torch
 
 from zyn_ppo import script
 from zyn_reward import YesNoQuestion
@@ -98,45 +96,11 @@ def external_check(args: Args):
 
 
 def render(args: Args, run_dir: Path) -> Path | None:
-    """Draw the first and last evaluation's prompts (rows) into <run dir>/render.png; optional, never required."""
-    try:
-        from diffusers import AutoPipelineForText2Image
-    except ImportError:
-        print("--render skipped: it needs the diffusers library (pip install diffusers)")
-        return None
-    if not torch.cuda.is_available():
-        print("--render skipped: it needs a GPU (Stable Diffusion on a CPU takes minutes per image)")
-        return None
-    evals = sorted(run_dir.glob("samples/eval_*.jsonl"), key=lambda p: int(p.stem.split("_")[-1]))
-    if not evals:
-        print(f"--render skipped: no evaluation samples in {run_dir / 'samples'}")
-        return None
-    rows = []
-    for path in (evals[0], evals[-1]):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows.append([r["prompt"] + r["output"] for r in lines[: args.render_count]])
-    try:
-        pipe = AutoPipelineForText2Image.from_pretrained(args.render_model, torch_dtype=torch.float16).to("cuda")
-    except (OSError, ValueError) as error:
-        print(f"--render skipped: could not load {args.render_model} ({error})")
-        return None
-    images = []
-    for texts in rows:  # the same seeds in both rows, so only the prompts differ
-        generators = [torch.Generator("cuda").manual_seed(args.seed + i) for i in range(len(texts))]
-        images.append(pipe(prompt=texts, generator=generators, num_inference_steps=args.render_steps,
-                           guidance_scale=args.render_guidance).images)
-    from PIL import Image
+    """--render: draw the first and last evaluation's prompts with plots/render_prompts.py (optional)."""
+    sys.path.insert(0, str(HERE / "plots"))
+    from render_prompts import render_grid
 
-    w, h = images[0][0].size
-    grid = Image.new("RGB", (w * max(len(r) for r in images), h * len(images)), "white")
-    for i, row in enumerate(images):
-        for j, image in enumerate(row):
-            grid.paste(image, (j * w, i * h))
-    grid.save(run_dir / "render.png")
-    (run_dir / "render.json").write_text(json.dumps({"rows": [evals[0].stem, evals[-1].stem], "prompts": rows},
-                                                    indent=1))
-    print(f"rendered {run_dir / 'render.png'} (rows: {evals[0].stem}, {evals[-1].stem}; prompts in render.json)")
-    return run_dir / "render.png"
+    return render_grid(run_dir, args.render_model, args.render_count, args.render_steps, args.render_guidance, args.seed)
 
 
 if __name__ == "__main__":

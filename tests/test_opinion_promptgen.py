@@ -161,7 +161,7 @@ def test_mismatched_targets_and_render_never_required(tmp_path, capsys):
     with pytest.raises(pg.script.UserError, match="one value per question"):
         pg.make_reward(pg.Args(target=("yes",)))
     assert pg.render(pg.Args(), tmp_path) is None  # no diffusers, no GPU or no samples
-    assert "--render skipped" in capsys.readouterr().out
+    assert "rendering skipped" in capsys.readouterr().out
 
 
 def test_data_files():

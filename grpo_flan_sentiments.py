@@ -48,7 +48,7 @@ PRESETS = {
     "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
                   prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
                   num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
-                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False, negation="", shots=""),
+                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False, negation="", shots="", calibrate=False),
     # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
     "cpu": dict(judge="gemma-3-270m", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
                 prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
@@ -70,6 +70,8 @@ class Args:
     """its negation, target No, averaged with it (Eq. 4); None: the preset's (as ppo_flan_sentiments.py)"""
     shots: str | None = None
     """CSV (text,label) of labelled examples the judge reads first; None: the preset's; "" for none"""
+    calibrate: bool | None = None
+    """contextual calibration of the judge; None: the preset's (as ppo_flan_sentiments.py)"""
     judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
     policy: str | None = None

@@ -5,9 +5,9 @@ positive?"; the reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logge
 reward/mean, metrics/prob_positive (P(Yes), the original's name), metrics/prob_<question> and, in the cpu
 preset, metrics/external_vader (VADER compound score mapped to [0, 1], a check from outside the judge).
 
-The cpu preset asks a small judge what helps a small judge (benchmarks/results_judge.md): gemma-3-270m
-(not the policy's own weights) reads a few labelled example reviews (--shots) and answers the question
-and its negation (--negation, target No), averaged as in Eq. (4).
+The cpu preset asks a small judge the way that measured best on real reviews (benchmarks/results_judge.md,
+AUROC 0.79): gemma-3-270m (not the policy's own weights) answers the question and its negation
+(--negation, target No), averaged as in Eq. (4), with contextual calibration (--calibrate).
 
     python ppo_flan_sentiments.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_sentiments.py --preset cpu --print-config  # what it would load, then exit
@@ -30,7 +30,7 @@ PRESETS = {
                            prompts="imdb (train+test): the first 4 words of each review", hub=["imdb"]),
     "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
                          prompts="data/movie_review_openers.txt", external="vaderSentiment",
-                         defaults=dict(negation="Is this movie review negative?", shots="data/movie_review_shots.csv")),
+                         defaults=dict(negation="Is this movie review negative?", shots="", calibrate=True)),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
@@ -42,8 +42,10 @@ class Args(script.ScriptArgs):
     negation: str | None = None
     """its negation, target No, averaged with it (Eq. 4); None: the preset's (paper: none; cpu: "...negative?")"""
     shots: str | None = None
-    """CSV (text,label) of labelled examples the judge reads first; None: the preset's (paper: none; cpu:
-    data/movie_review_shots.csv); "" for none"""
+    """CSV (text,label) of labelled examples the judge reads first, e.g. data/movie_review_shots.csv; None:
+    the preset's (none in both: few-shot examples made gemma-3-270m a worse judge of real reviews)"""
+    calibrate: bool | None = None
+    """contextual calibration of the judge (content-free texts); None: the preset's (paper: no; cpu: yes)"""
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
@@ -64,7 +66,7 @@ def make_reward(args: Args) -> script.Judge:
         questions = YesNoQuestion.pair(args.question, args.negation, template=TEMPLATES["flan_review"], examples=shots)
     else:
         questions = [YesNoQuestion(args.question, target="yes", template=TEMPLATES["flan_review"], examples=shots)]
-    return script.Judge(args.judge, questions)
+    return script.Judge(args.judge, questions, calibrate=bool(args.calibrate))
 
 
 def external_check(args: Args):

@@ -347,7 +347,8 @@ def vader_scores(texts) -> np.ndarray:
 def main(args: Args) -> None:
     for technique in args.ensemble_techniques:
         if technique not in TECHNIQUES:
-            sys.exit(f"error: unknown technique {technique!r} in --ensemble-techniques; choose from {TECHNIQUES}")
+            sys.exit(f"error: unknown technique {technique!r} in --ensemble-techniques; "
+                     f"choose from {TECHNIQUES}")
     for family in args.templates:
         if family not in TEMPLATE_SETS:
             sys.exit(f"error: unknown template family {family!r}; choose from {sorted(TEMPLATE_SETS)}")
@@ -370,6 +371,7 @@ def main(args: Args) -> None:
     # views: (judge, family, chat, few-shot)
     results: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
     checks = []
+    stats = {"scored": 0, "cached": 0, "loads": []}  # views scored here or read from the cache
     for judge in args.judges:
         model = tokenizer = None
         has_chat = None
@@ -394,6 +396,10 @@ def main(args: Args) -> None:
                             scores = score_view(model, tokenizer, qs, dtexts, chat, args.batch_size)
                             scores["seconds"] = time.time() - t0
                             cache.put(path, scores)
+                            stats["scored"] += 1
+                            stats["loads"].append(os.getloadavg()[0])
+                        else:
+                            stats["cached"] += 1
                         if chat and not scores["chat_template_used"]:
                             break  # no chat template: the chat view equals the plain one
                         per_dataset[dataset] = techniques(scores)
@@ -442,7 +448,7 @@ def main(args: Args) -> None:
                                  scores=compound)
 
     report = render(args, rows, ensembles, vader, texts, labels, examples, load_start, started,
-                    max(checks) if checks else float("nan"))
+                    max(checks) if checks else float("nan"), stats)
     print(report)
     if args.output:
         if args.append and Path(args.output).exists():
@@ -459,7 +465,7 @@ def fmt_auroc(m) -> str:
     return f"{m['auroc']:.3f} [{m['lo']:.2f}, {m['hi']:.2f}]"
 
 
-def render(args, rows, ensembles, vader, texts, labels, examples, load_start, started, check) -> str:
+def render(args, rows, ensembles, vader, texts, labels, examples, load_start, started, check, stats) -> str:
     argv = [a for a in sys.argv[1:]]
     command = "python benchmarks/bench_judge.py" + ("" if not argv else " " + shlex.join(argv))
     load_end = os.getloadavg()
@@ -508,8 +514,12 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
         f" ({args.bootstrap} resamples); accuracy at P >= 0.5; ECE over 10 equal-width bins. VADER: the"
         " compound score ranks, accuracy at compound >= 0.05, ECE of (compound+1)/2 (not a probability).",
         f"- Machine: torch {torch.__version__}, fp32, {args.threads} thread(s), {platform.machine()} CPU;"
-        f" load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end (shared cores; quality"
-        f" does not depend on speed); wall time {minutes:.0f} min (raw scores may come from the score cache)."
+        f" load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end"
+        + (f", {min(stats['loads']):.1f}-{max(stats['loads']):.1f} after each scoring"
+           if stats["loads"] else "")
+        + f" (shared cores; quality does not depend on speed); wall time {minutes:.0f} min;"
+        f" {stats['scored']} judge x prompt x data set scorings run here, {stats['cached']} read from the"
+        " score cache."
         f" Consistency: the calibrated pair read from the per-question scores matches"
         f" `ZeroShotRewardModel(calibrate=True).probabilities` to {check:.1e}.",
         "",
@@ -540,10 +550,11 @@ def render(args, rows, ensembles, vader, texts, labels, examples, load_start, st
     best = max(all_rows, key=lambda r: r["drugs"]["auroc"]) if all_rows else None
     if best:
         judge = best["view"][0] if "weight" not in best else f"ensemble w={best['weight']:g}"
+        note = (" (picked on this same sample, so slightly optimistic)." if args.split == "short" else
+                " (for reference: no configuration was chosen on this split).")
         lines += ["", f"Highest drugs.com AUROC: {judge}, template {best['view'][1]},"
                       f" chat {yes_no[best['view'][2]]}, few-shot {yes_no[best['view'][3]]},"
-                      f" {best['technique']}: {fmt_auroc(best['drugs'])} (selected on this same development"
-                      " sample, so slightly optimistic)."]
+                      f" {best['technique']}: {fmt_auroc(best['drugs'])}{note}"]
     return "\n".join(lines) + "\n"
 
 

@@ -192,7 +192,8 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
         assert m["eval/index"] == i
         assert -5 <= m["reward/mean"] <= 5
         assert 0 <= m["metrics/prob_positive"] <= 1 and 0 <= m["metrics/external_vader"] <= 1
-        assert m["reward/mean"] == pytest.approx((m["metrics/prob_positive"] - 0.5) * 10, abs=1e-6)
+        # the cpu preset's judge: the question and its negation (Eq. 4), as the PPO run
+        assert m["reward/mean"] == pytest.approx((m["metrics/prob_ensemble"] - 0.5) * 10, abs=1e-6)
     for m in metrics[1:]:
         assert {"loss/total", "lr", "grpo/kl"} <= set(m)
     # a round of 8 completions serves 8 / 4 * 2 = 4 steps; its rewards are logged on its first step

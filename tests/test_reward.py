@@ -243,7 +243,7 @@ def test_bfloat16_autocast_keeps_weights_and_stays_close(judges, tokenizer):
 def test_default_max_length_is_capped(judges, tokenizer):
     assert tokenizer.model_max_length > 10**9
     rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer)
-    assert rm.max_length == 512  # min(1024, the model's 512 positions)
+    assert rm.max_length == 1024  # min(the 1024 cap, the model's 2048 positions)
 
 
 def test_calibration_matches_reference(judges, tokenizer):

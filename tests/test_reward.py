@@ -45,23 +45,13 @@ def assert_close(got: dict, want: dict, tol: float = 1e-5):
         assert got[key] == pytest.approx(want[key], abs=tol), key
 
 
-def sharpen(model, std: float = 0.3, seed: int = 0):
-    """Larger random weights, so that P(yes) varies across texts and bugs show up in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, std)
-    return model
-
-
 @pytest.fixture(scope="module")
 def judges(tokenizer):
     return {
-        "llama": sharpen(tiny_models.tiny_llama(tokenizer)),
-        "gpt2": sharpen(tiny_models.tiny_gpt2(tokenizer)),
-        "neox": sharpen(tiny_models.tiny_neox(tokenizer)),
-        "t5": sharpen(tiny_models.tiny_t5(tokenizer)),
+        "llama": tiny_models.sharpen(tiny_models.tiny_llama(tokenizer)),
+        "gpt2": tiny_models.sharpen(tiny_models.tiny_gpt2(tokenizer)),
+        "neox": tiny_models.sharpen(tiny_models.tiny_neox(tokenizer)),
+        "t5": tiny_models.sharpen(tiny_models.tiny_t5(tokenizer)),
     }
 
 
@@ -489,7 +479,7 @@ def test_unpadded_pass_runs_as_a_bare_forward(judges, tokenizer):
 
 def test_bfloat16_stays_within_002_of_fp32_on_many_texts(tokenizer):
     # weights of a trained model's scale (the sharper test judges amplify any rounding chaotically)
-    model = sharpen(tiny_models.tiny_llama(tokenizer), std=0.12)
+    model = tiny_models.sharpen(tiny_models.tiny_llama(tokenizer), std=0.12)
     rng = random.Random(1)
     words = "the a film movie great awful boring loved hate acting plot story music ending funny cat".split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 60))) for _ in range(96)]

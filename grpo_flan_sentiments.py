@@ -2,18 +2,20 @@
 yes/no question, with TRL's maintained GRPOTrainer instead of the project's PPO engine.
 
 Same experiment, flags and presets as ppo_flan_sentiments.py: the judge reads prompt + continuation and
-answers "Is this movie review positive?"; the reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385),
+answers "Is this movie review positive?" (cpu preset: "Sentiment:", answered positive or negative); the
+reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385),
 given to GRPOTrainer through `ZeroShotRewardModel.as_trl_reward()`. Written for trl==1.16.0 (the version
 pinned in requirements.txt). A callback evaluates the current policy on the held-out prompts at step 0,
 every --eval-interval steps and at the end, and writes metrics.jsonl in the same format and with the same
 names as the PPO runs (reward/mean, metrics/prob_positive, metrics/external_vader in the cpu preset,
 time/elapsed), so plots/plot_curves.py and plots/compare_ppo_grpo.py overlay PPO and GRPO runs.
 
-    python grpo_flan_sentiments.py --preset cpu                  # offline: SmolLM2-135M judge and policy
+    python grpo_flan_sentiments.py --preset cpu                  # offline: gemma-3-270m judge, SmolLM2 policy
     python grpo_flan_sentiments.py --preset cpu --print-config   # show what a run would load, then exit
     python grpo_flan_sentiments.py                               # the paper's models and data (hub; a GPU)
     accelerate launch grpo_flan_sentiments.py                    # several GPUs
-    python grpo_flan_sentiments.py --preset cpu --question "Is this movie review funny?"
+    python grpo_flan_sentiments.py --preset cpu --question "Is this movie review funny?" --answers Yes No \
+        --template flan_review
 
 Training lines of metrics.jsonl carry TRL's own statistics renamed where the PPO runs have the same
 quantity (loss/total, lr, rollout/score_mean = mean reward of the sampled completions) and prefixed with
@@ -48,7 +50,8 @@ PRESETS = {
     "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
                   prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
                   num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
-                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False, negation="", shots="", calibrate=False),
+                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False,
+                  **ppo_flan_sentiments.PRESETS["paper"].defaults),
     # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
     "cpu": dict(judge="gemma-3-270m", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
                 prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
@@ -64,10 +67,17 @@ class Args:
     """name of this experiment (names the run directory)"""
     preset: Literal["paper", "cpu"] = "paper"
     """paper: the paper's models and data from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
-    question: str = "Is this movie review positive?"
-    """yes/no question asked about prompt + continuation; P(Yes) is logged as metrics/prob_positive"""
+    question: str | None = None
+    """question asked about prompt + continuation; P(rewarded answer) is logged as metrics/prob_positive;
+    None: the preset's (as ppo_flan_sentiments.py)"""
+    template: str | None = None
+    """the judge's prompt, a TEMPLATES name or a string with {text} and {question}; None: the preset's"""
+    answers: tuple[str, str] | None = None
+    """the judge's answer words, the rewarded one first; None: the preset's (as ppo_flan_sentiments.py)"""
+    transform: str | None = None
+    """reward from P: centered, logodds or prob; None: the preset's (as ppo_flan_sentiments.py)"""
     negation: str | None = None
-    """its negation, target No, averaged with it (Eq. 4); None: the preset's (as ppo_flan_sentiments.py)"""
+    """a negated question, rewarded for the second answer (Eq. 4); None: the preset's (as ppo_flan_sentiments.py)"""
     shots: str | None = None
     """CSV (text,label) of labelled examples the judge reads first; None: the preset's; "" for none"""
     calibrate: bool | None = None

@@ -691,7 +691,8 @@ def _join_turns(prompt, completion, index: int) -> str:
 
 
 def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
-    """Single token ids of each surface form, plus its leading-space variant where that is one token."""
+    """Single token ids of each surface form and of its leading-space variant, those that are one token
+    (at least one of the two must be)."""
     if isinstance(words, str):
         words = [words]
     if not words:
@@ -701,17 +702,17 @@ def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
     for word in words:
         if not isinstance(word, str) or not word.strip():
             raise ValueError(f"{what} must be non-empty strings, got {word!r}")
-        form = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(form) != 1:
-            pieces = tokenizer.convert_ids_to_tokens(form)
-            raise ValueError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
-        if unk is not None and form[0] == unk:
-            raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the "
-                             f"unknown token {tokenizer.unk_token!r}); choose a word the judge knows, such "
-                             "as 'Yes'/'No'")
         variant = word[1:] if word.startswith(" ") else " " + word
-        other = tokenizer(variant, add_special_tokens=False)["input_ids"]
-        for token in form + (other if len(other) == 1 and other[0] != unk else []):
+        forms = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in (word, variant)]
+        singles = [f[0] for f in forms if len(f) == 1 and f[0] != unk]
+        if not singles:  # neither the word nor its leading-space variant is one known token
+            if len(forms[0]) == 1:
+                raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the "
+                                 f"unknown token {tokenizer.unk_token!r}); choose a word the judge knows, such "
+                                 "as 'Yes'/'No'")
+            pieces = tokenizer.convert_ids_to_tokens(forms[0])
+            raise ValueError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
+        for token in singles:
             if token not in ids:
                 ids.append(token)
     return ids

@@ -70,6 +70,13 @@ DATASETS = {  # name -> (template kind, positive question, its negation)
                   "Is this text against stricter gun control?"),
 }
 TECHNIQUES = ("plain", "negation", "pair", "calibrated", "calibrated pair")
+# --answer-words: the judge answers with label words instead of Yes/No (Eq. 3 with other answer words):
+# name -> (template, question, words of the positive class, words of the negative class)
+ANSWER_WORDS = {
+    "sentiment": ("Review: {text}\n{question}", "Sentiment:", (" positive",), (" negative",)),
+    "question": ("Review: {text}\nQuestion: {question}\nAnswer:", "Is this review positive or negative?",
+                 (" positive", " Positive"), (" negative", " Negative")),
+}
 
 
 @dataclass
@@ -113,6 +120,9 @@ class Args:
     """markdown results file ('' to print only)"""
     append: bool = False
     """add the report to the end of the output file instead of replacing it"""
+    answer_words: bool = False
+    """score only the answer-word prompts (ANSWER_WORDS: the judge answers "positive"/"negative" instead
+    of Yes/No), plain and calibrated, without a chat template; a table of its own"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,6 +378,16 @@ def main(args: Args) -> None:
           f"{len(examples)} few-shot examples; few-shot via "
           f"{'YesNoQuestion(examples=...)' if HAS_EXAMPLES else 'a template string'}", flush=True)
     cache = ScoreCache(cache_root / "bench_judge", args.score_cache)
+    if args.answer_words:
+        data.pop("gun_check")  # the label words are about sentiment
+        report = render_answer_words(args, answer_word_rows(args, data), data, load_start, started)
+        print(report)
+        if args.output:
+            if args.append and Path(args.output).exists():
+                report = Path(args.output).read_text().rstrip("\n") + "\n\n" + report
+            Path(args.output).write_text(report)
+            print(f"wrote {args.output}")
+        return
 
     # views: (judge, family, chat, few-shot)
     results: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
@@ -456,6 +476,61 @@ def main(args: Args) -> None:
             report = Path(args.output).read_text().rstrip("\n") + "\n\n" + report
         Path(args.output).write_text(report)
         print(f"wrote {args.output}")
+
+
+def answer_word_rows(args, data) -> list[dict]:
+    """Each judge x ANSWER_WORDS prompt, plain and calibrated, on every data set (no chat template)."""
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for judge in args.judges:
+        model, tokenizer = load_judge(judge)
+        for name, (template, question, positive, negative) in ANSWER_WORDS.items():
+            rm = ZeroShotRewardModel(model, [YesNoQuestion(question, template=template)], tokenizer=tokenizer,
+                                     yes_words=positive, no_words=negative, chat_template=False,
+                                     calibrate=True, batch_size=args.batch_size)
+            for technique in ("plain", "calibrated"):
+                rows.append({"judge": judge, "prompt": name, "technique": technique})
+            for dataset, (texts, labels) in data.items():
+                t0 = time.time()
+                calibrated = np.array(rm.probabilities(texts), dtype=np.float64)
+                plain = sigmoid(logit(calibrated) + rm.calibration[0].item())
+                rows[-2][dataset] = metrics(plain, labels, rng, args.bootstrap)
+                rows[-1][dataset] = metrics(calibrated, labels, rng, args.bootstrap)
+                print(f"{judge} answer words {name} {dataset}: {time.time() - t0:.0f} s", flush=True)
+        del model
+    return rows
+
+
+def render_answer_words(args, rows, data, load_start, started) -> str:
+    command = "python benchmarks/bench_judge.py " + shlex.join(sys.argv[1:])
+    texts, labels = data["drugs"]
+    prompts = "; ".join(f"`{name}` = `{t.replace(chr(10), chr(92) + 'n')}` with question \"{q}\", answer"
+                        f" words {'/'.join(repr(w) for w in pos)} vs {'/'.join(repr(w) for w in neg)}"
+                        for name, (t, q, pos, neg) in ANSWER_WORDS.items())
+    lines = [
+        "## Answer words instead of Yes/No",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- Data: the {'main sample' if args.split == 'short' else 'confirmation split'} of the drugs.com"
+        f" development file as above ({len(texts)} reviews, {sum(labels)} positive) and"
+        " `data/review_sentiment_check.csv`.",
+        f"- Prompts (no chat template): {prompts}. P = P(positive words) / (P(positive) + P(negative))"
+        " at the first answer token, Eq. (3) with these words for Yes and No; calibrated = contextual"
+        " calibration as above.",
+        f"- Machine: torch {torch.__version__}, fp32, {args.threads} thread(s); load average"
+        f" {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; wall time"
+        f" {(time.time() - started) / 60:.0f} min.",
+        "",
+        "| judge | prompt | technique | drugs AUROC [95% CI] | drugs acc | drugs ECE | review check AUROC / acc |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        d, c = row["drugs"], row.get("review_check")
+        check = f"{c['auroc']:.3f} / {c['accuracy']:.3f}" if c else "—"
+        lines.append(f"| {row['judge']} | {row['prompt']} | {row['technique']} | {fmt_auroc(d)} |"
+                     f" {d['accuracy']:.3f} | {d['ece']:.3f} | {check} |")
+    return "\n".join(lines) + "\n"
 
 
 def fmt_auroc(m) -> str:

@@ -109,6 +109,11 @@ def test_yes_no_words_resolve_to_single_tokens(tokenizer, judges):
         if len(tokenizer(" yes", add_special_tokens=False).input_ids) == 1})
     with pytest.raises(ValueError, match="Absolutely"):
         ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, yes_words=("Yes", "Absolutely"))
+    # a word that is one token only after a space (as after "Sentiment:") counts by that form
+    assert len(tokenizer("positive", add_special_tokens=False).input_ids) > 1
+    rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, yes_words=("positive",),
+                             no_words=("negative",))
+    assert rm.yes_ids == [ids(" positive")] and rm.no_ids == [ids(" negative")]
 
 
 def test_log_space_sum_does_not_overflow_in_half_precision(judges, tokenizer):

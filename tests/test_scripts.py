@@ -23,8 +23,7 @@ TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.ba
         "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8", "optimizer.kwargs.lr=2e-4"]
 
 SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
-    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_is_this_movie_review_positive",
-                                                 "external_vader"]),
+    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_sentiment", "external_vader"]),
     "ppo_d5_movies.py": ("t5", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
                                         "external_scifi_words", "external_funny_words"]),
     "ppo_flan_sentiments_robust.py": (
@@ -139,3 +138,25 @@ def test_help_lists_every_flag():
         for flag in ["--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge",
                      "--policy", "--print-config", "--overrides"]:
             assert flag in proc.stdout, (script, flag)
+
+
+def test_sentiment_cpu_judge_answers_positive_or_negative():
+    """The cpu preset's judge: "Review: <text>\\nSentiment:" answered positive/negative; the paper's: Yes/No."""
+    judge = yaml.safe_load(run("ppo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)["run"]["judge"]
+    assert judge["model"] == "gemma-3-270m"
+    assert [q["question"] for q in judge["questions"]] == ["Sentiment:"]
+    assert judge["questions"][0]["template"] == "Review: {text}\n{question}"
+    assert judge["options"]["yes_words"] == ["positive"] and judge["options"]["no_words"] == ["negative"]
+    own = run("ppo_flan_sentiments.py", "--preset", "cpu", "--question", "Is this movie review funny?",
+              "--answers", "Yes", "No", "--template", "flan_review", "--print-config")
+    judge = yaml.safe_load(own.stdout)["run"]["judge"]
+    assert judge["questions"][0]["question"] == "Is this movie review funny?"
+    assert judge["options"]["yes_words"] == ["Yes"] and "Response:" in judge["questions"][0]["template"]
+    paper = yaml.safe_load(run("ppo_flan_sentiments.py", "--print-config").stdout)["run"]["judge"]
+    assert paper["options"]["yes_words"] == ["Yes"] and paper["options"]["no_words"] == ["No"]
+
+
+def test_shots_need_yes_no_answers():
+    proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--shots", "data/movie_review_shots.csv",
+               "--print-config")
+    assert proc.returncode == 2 and "--answers Yes No" in proc.stderr, proc.stderr[-2000:]

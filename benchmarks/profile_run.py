@@ -18,8 +18,9 @@ PARTS = {"generate": "time/rollout_generate", "judge": "time/rollout_score", "ro
          "evaluation": "time/eval"}
 
 
-def profile(run_dir: Path) -> dict[str, float]:
+def profile(run_dir: Path, until_step: int | None = None) -> dict[str, float]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if until_step is None or r["step"] <= until_step]
     total = max(r.get("time/elapsed") or 0.0 for r in rows)
     out = {name: sum(r.get(key) or 0.0 for r in rows) for name, key in PARTS.items()}
     out["optimizer steps + rest"] = total - sum(out.values())
@@ -31,6 +32,8 @@ def profile(run_dir: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories")
+    parser.add_argument("--until-step", type=int, default=None,
+                        help="only the lines up to this step (a run that was continued further)")
     args = parser.parse_args(argv)
     names = [*PARTS, "optimizer steps + rest", "total"]
     print("| run | steps | " + " | ".join(names) + " |")
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (path / "metrics.jsonl").exists():
             print(f"error: {path / 'metrics.jsonl'} does not exist", file=sys.stderr)
             return 2
-        p = profile(path)
+        p = profile(path, args.until_step)
         cells = [f"{p[n]:.0f} s ({p[n] / p['total']:.0%})" if n != "total" else f"{p[n]:.0f} s" for n in names]
         print(f"| {path.name} | {p['steps']} | " + " | ".join(cells) + " |")
     return 0

@@ -380,13 +380,7 @@ def main(args: Args) -> None:
     cache = ScoreCache(cache_root / "bench_judge", args.score_cache)
     if args.answer_words:
         data.pop("gun_check")  # the label words are about sentiment
-        report = render_answer_words(args, answer_word_rows(args, data), data, load_start, started)
-        print(report)
-        if args.output:
-            if args.append and Path(args.output).exists():
-                report = Path(args.output).read_text().rstrip("\n") + "\n\n" + report
-            Path(args.output).write_text(report)
-            print(f"wrote {args.output}")
+        publish(args, render_answer_words(args, answer_word_rows(args, data), data, load_start, started))
         return
 
     # views: (judge, family, chat, few-shot)
@@ -468,8 +462,12 @@ def main(args: Args) -> None:
         vader[dataset] = metrics((compound + 1) / 2, data[dataset][1], rng, args.bootstrap, threshold=0.05,
                                  scores=compound)
 
-    report = render(args, rows, ensembles, vader, texts, labels, examples, load_start, started,
-                    max(checks) if checks else float("nan"), stats)
+    publish(args, render(args, rows, ensembles, vader, texts, labels, examples, load_start, started,
+                         max(checks) if checks else float("nan"), stats))
+
+
+def publish(args, report: str) -> None:
+    """Print the report and write it to --output (after what is there with --append)."""
     print(report)
     if args.output:
         if args.append and Path(args.output).exists():

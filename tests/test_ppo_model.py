@@ -99,6 +99,35 @@ def test_hydra_reference_equals_policy_at_start(arch, request):
     assert torch.allclose(logits3, logits2, atol=1e-5) and torch.allclose(values3, values2, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "neox", "llama"])
+def test_generation_keeps_the_trunk_a_full_forward_computes(arch, request):
+    """With a frozen trunk the rollout forward starts from the states generation computed: they, and the
+    logits, values and reference logits from them, equal a full forward pass at every position that counts."""
+    from zyn_ppo.trainer import Sampler
+
+    path = request.getfixturevalue(f"tiny_{arch}_dir")
+    policy, tok = zyn_ppo.load_policy(model_config(path, **{"model.num_layers_unfrozen": 2, "model.freeze_embeddings": True}))
+    prompts = ["The movie was", "I", "A cat sat on the mat"]
+    items = [dict(ids=tok(p, add_special_tokens=False).input_ids, text=p, meta={}) for p in prompts]
+    torch.manual_seed(0)
+    gen = Sampler(policy, tok, [], torch.autocast("cpu", enabled=False), "cpu")(
+        items, dict(max_new_tokens=6, do_sample=True, top_k=0), keep_trunk=True)
+    ids = torch.cat([gen["query"], gen["response"]], 1)
+    mask = torch.cat([gen["query_mask"], gen["response_mask"]], 1)
+    assert gen["trunk"].shape == (*ids.shape, policy.lm.config.hidden_size)
+    pos, start = zyn_ppo.position_ids_from(mask), gen["query"].shape[1] - 1
+    with torch.no_grad():
+        full = policy(ids, mask, pos, logits_from=start, with_ref=True)
+        cached = policy(ids, mask, pos, logits_from=start, with_ref=True, trunk=gen["trunk"])
+    counted = mask.bool().clone()
+    counted[:, -1] = False  # the last token's state feeds nothing
+    assert torch.allclose(cached[3][counted], full[3][counted], atol=1e-5)
+    rmask = gen["response_mask"].bool()
+    for a, b in zip(cached[:3], full[:3]):  # logits, values, reference logits where the loss reads them
+        assert torch.allclose(a[rmask], b[rmask], atol=1e-5)
+    assert gen["response"].shape[1] >= 4 and rmask.sum() >= 8  # several generated positions were compared
+
+
 def test_value_head_shape_and_full_reference(tiny_gpt2_dir):
     policy, _ = zyn_ppo.load_policy(model_config(tiny_gpt2_dir))
     assert not policy.has_hydra

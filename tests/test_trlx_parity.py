@@ -72,8 +72,8 @@ def test_rollout_logprobs_equal_the_samplers_scores(arch, request, tmp_path, mon
     plain_generate, seen = lm.generate, {}
 
     def generate_with_scores(*args, **kwargs):
-        out = plain_generate(*args, **kwargs, output_scores=True, return_dict_in_generate=True)
-        seen.update(sequences=out.sequences, scores=out.scores, query=kwargs["input_ids"])
+        out = plain_generate(*args, **kwargs, output_logits=True, return_dict_in_generate=True)
+        seen.update(sequences=out.sequences, logits=out.logits, query=kwargs["input_ids"])
         return out.sequences
 
     monkeypatch.setattr(lm, "generate", generate_with_scores)
@@ -85,8 +85,8 @@ def test_rollout_logprobs_equal_the_samplers_scores(arch, request, tmp_path, mon
     assert torch.equal(query, seen["query"])
     generated = seen["sequences"][:, query.shape[1]:]
     assert torch.equal(response, generated[:, : response.shape[1]])
-    # top_k 0, top_p 1, temperature 1: the scores are the sampling distribution's logits
-    sampler = torch.stack(seen["scores"], 1)[:, : response.shape[1]].float().log_softmax(-1)
+    # top_k 0, top_p 1, temperature 1: the model's raw logits are the sampling distribution's
+    sampler = torch.stack(seen["logits"], 1)[:, : response.shape[1]].float().log_softmax(-1)
     sampler = sampler.gather(-1, response.unsqueeze(-1)).squeeze(-1)
     m = rmask.bool()
     assert m.sum() >= 16

@@ -10,7 +10,7 @@ gemma-3-270m (not the policy's own weights) reads "Review: <text>\nSentiment:" a
 with the answer words "positive" and "negative" in place of Yes and No (AUROC 0.89 on drugs.com reviews,
 against 0.79 for the best Yes/No question), and the reward is its log-odds log(P / (1 - P)).
 
-    python ppo_flan_sentiments.py --preset cpu                 # offline, ~14 min on 2 CPU cores
+    python ppo_flan_sentiments.py --preset cpu                 # offline, ~10 min on 2 CPU cores
     python ppo_flan_sentiments.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_sentiments.py                              # the paper: hub models, IMDB, a GPU
     accelerate launch ppo_flan_sentiments.py                   # the paper on several GPUs

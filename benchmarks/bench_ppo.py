@@ -103,6 +103,9 @@ def run_trl(args: Args, out_dir: str, num_iterations: int = 1) -> dict:
         temperature=1.0, top_p=1.0, top_k=0, generation_kwargs=dict(min_new_tokens=args.new_tokens),
         beta=0.0, num_iterations=num_iterations, logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        # the same work as zyn_ppo: fp32 (TRL's default is bf16 autocast, emulated and slow on a CPU without
+        # avx512_bf16), no recomputation in the backward pass, no dropout
+        bf16=False, activation_checkpointing=False, disable_dropout=True,
     )
     trainer = GRPOTrainer(
         model=args.model_dir, reward_funcs=lambda prompts, completions, **kw: share_of_spaces(completions),

@@ -127,6 +127,7 @@ def test_frozen_trunk_fast_path(tiny_neox_dir, tmp_path):
     before = tiny_models.tiny_neox(tiny_models.make_tokenizer()).state_dict()
     after = policy.lm.state_dict()
     assert policy.cache_trunk and "query_trunk" in trainer.store
+    assert trainer.optimizer.defaults["fused"] is True  # AdamW in one kernel unless the config names fused/foreach
     assert torch.equal(after["gpt_neox.embed_in.weight"], before["gpt_neox.embed_in.weight"])
     assert torch.equal(after["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"], before["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"])
     assert not torch.equal(after["gpt_neox.layers.3.mlp.dense_h_to_4h.weight"], before["gpt_neox.layers.3.mlp.dense_h_to_4h.weight"])

@@ -298,7 +298,10 @@ class PPOTrainer:
             self.ref_model = load_causal_lm(config.model.model_path, config.model.dtype, **config.model.model_extra_configs)
             self.ref_model.requires_grad_(False).train(False).to(self.device)
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[config.optimizer.name.lower()]
-        self.optimizer = opt_cls([p for p in self.policy.parameters() if p.requires_grad], **config.optimizer.kwargs)
+        opt_kwargs = dict(config.optimizer.kwargs)
+        if opt_cls is not torch.optim.SGD and not {"fused", "foreach"} & set(opt_kwargs) and self.device.type in ("cpu", "cuda"):
+            opt_kwargs["fused"] = True  # one kernel for all tensors (torch's CPU default loops over them in Python)
+        self.optimizer = opt_cls([p for p in self.policy.parameters() if p.requires_grad], **opt_kwargs)
         sched = config.scheduler.name.lower()
         if sched == "cosine_annealing":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, **config.scheduler.kwargs)

@@ -236,19 +236,23 @@ def warped_probabilities(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=None
     """The sampling distribution, written out plainly: temperature, then top-k, top-p (a token goes when the
     tokens up to it in ascending order hold at most 1 - top_p) and min-p, each on the previous one's result."""
     logits = logits.double() / temperature
+
+    def softmax_over(keep: set) -> torch.Tensor:
+        return torch.softmax(torch.tensor([logits[i] if i in keep else -math.inf for i in range(len(logits))]), 0)
+
     order = sorted(range(len(logits)), key=lambda i: logits[i].item())  # ascending
     keep = set(order[-top_k:]) if top_k else set(order)
-    probs = torch.softmax(torch.tensor([logits[i] if i in keep else -math.inf for i in range(len(logits))]), 0)
+    probs = softmax_over(keep)
     if top_p < 1.0:
         mass = 0.0
         for i in order[:-1]:
             mass += probs[i].item()
             if mass <= 1 - top_p:
                 keep.discard(i)
-        probs = torch.softmax(torch.tensor([logits[i] if i in keep else -math.inf for i in range(len(logits))]), 0)
+        probs = softmax_over(keep)
     if min_p is not None:
         keep = {i for i in keep if probs[i] >= min_p * probs.max()}
-        probs = torch.softmax(torch.tensor([logits[i] if i in keep else -math.inf for i in range(len(logits))]), 0)
+        probs = softmax_over(keep)
     return probs
 
 

@@ -73,6 +73,11 @@ def freeze_layers(lm: nn.Module, num_layers_unfrozen: int, freeze_embeddings: bo
     norm.requires_grad_(True)
 
 
+def block_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden state a transformer block was called with (positionally or as `hidden_states=`)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
 class PolicyWithValueHead(nn.Module):
     """Causal LM + value head (hidden -> 2*hidden -> ReLU -> 1) and, when num_layers_unfrozen > 0, a frozen
     hydra reference branch (copies of the top blocks, final norm and LM head on the shared trunk)."""
@@ -132,7 +137,8 @@ class PolicyWithValueHead(nn.Module):
         ref_logits = branch_input = None
         if with_ref:
             args, kwargs = captured["args"], captured["kwargs"]
-            h = branch_input = args[0] if args else kwargs.pop("hidden_states")
+            h = branch_input = block_input(args, kwargs)
+            kwargs.pop("hidden_states", None)
             for block in self.ref_blocks:
                 h = block(h, *args[1:], **kwargs)
                 h = h[0] if isinstance(h, tuple) else h
@@ -147,7 +153,7 @@ class PolicyWithValueHead(nn.Module):
         states: list[torch.Tensor] = []
 
         def record(module, args, kwargs):
-            states.append(args[0] if args else kwargs["hidden_states"])
+            states.append(block_input(args, kwargs))
 
         hook = getattr(self.backbone, self.blocks_name)[-self.k].register_forward_pre_hook(record, with_kwargs=True)
         try:

@@ -200,7 +200,7 @@ class Sampler:
     at the shortest token prefix that contains a stop sequence."""
 
     def __init__(self, policy, tokenizer, stop_sequences: Sequence[str], autocast, device):
-        self.policy, self.lm, self.tokenizer, self.stop_sequences = policy, policy.lm, tokenizer, list(stop_sequences)
+        self.policy, self.tokenizer, self.stop_sequences = policy, tokenizer, list(stop_sequences)
         self.autocast, self.device = autocast, device
 
     def left_pad(self, ids_list: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,8 +220,8 @@ class Sampler:
         query, qmask = self.left_pad([it["ids"] for it in items])
         recording = self.policy.recording_trunk() if keep_trunk else contextlib.nullcontext()
         with self.autocast, recording as states:
-            out = self.lm.generate(input_ids=query, attention_mask=qmask,
-                                   **fast_sampling_kwargs(gen_kwargs, self.lm.generation_config))
+            lm = self.policy.lm
+            out = lm.generate(input_ids=query, attention_mask=qmask, **fast_sampling_kwargs(gen_kwargs, lm.generation_config))
         response = out[:, query.shape[1]:]
         if response.shape[1] == 0:
             response = torch.full((len(items), 1), eos, dtype=torch.long, device=self.device)

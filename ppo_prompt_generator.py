@@ -24,7 +24,6 @@ repeats one prompt is useless however well it scores: read distinct_n beside pro
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -97,8 +96,7 @@ def external_check(args: Args):
 
 def render(args: Args, run_dir: Path) -> Path | None:
     """--render: draw the first and last evaluation's prompts with plots/render_prompts.py (optional)."""
-    sys.path.insert(0, str(HERE / "plots"))
-    from render_prompts import render_grid
+    from plots.render_prompts import render_grid
 
     return render_grid(run_dir, args.render_model, args.render_count, args.render_steps, args.render_guidance, args.seed)
 

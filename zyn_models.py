@@ -14,6 +14,7 @@ SHA-256, de-quantises it and saves a normal `save_pretrained` folder under `$ZYN
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -176,7 +177,8 @@ def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
         gguf = gguf_path(name, workdir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            _convert(gguf, tmp)
+            with random_streams_kept():
+                _convert(gguf, tmp)
             for entry in [tmp, *tmp.iterdir()]:  # mkdtemp makes a private folder: let other users read it
                 entry.chmod(0o755 if entry.is_dir() else 0o644)
             os.replace(tmp, target)  # atomic: concurrent converters never see a half-written folder
@@ -189,6 +191,27 @@ def embedded_model_path(name: str = "smollm2-135m-instruct") -> str:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return str(target)
+
+
+@contextlib.contextmanager
+def random_streams_kept():
+    """Run a block without moving the random streams that sampling draws from (Python's, NumPy's, torch's on
+    the CPU and on every GPU). Converting a model builds it from its config, and that initialisation draws
+    random numbers: without this, the first run on a machine (empty model cache) sampled other texts than
+    every later run of the same command."""
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _entry(name: str) -> EmbeddedModel:

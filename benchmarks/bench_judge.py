@@ -50,7 +50,6 @@ import torch
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import zyn_models  # noqa: E402
 import zyn_reward  # noqa: E402
 from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel, auroc,  # noqa: E402

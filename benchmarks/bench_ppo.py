@@ -26,8 +26,6 @@ from pathlib import Path
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIGS = ["zyn_ppo_hydra", "zyn_ppo_hydra_frozen_trunk", "zyn_ppo_full_copy", "trl_grpo",
            "zyn_ppo_hydra_frozen_trunk_1_epoch", "trl_grpo_4_iterations"]
@@ -145,7 +143,7 @@ def worker(args: Args) -> None:
 
 
 def make_policy(folder: str, layers: int, hidden: int) -> int:
-    import tiny_models
+    from tests import tiny_models  # run from the project folder
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = tiny_models.make_tokenizer()

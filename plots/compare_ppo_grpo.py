@@ -1,8 +1,8 @@
 """PPO against GRPO on the same judge and budget: the judge's reward and an external metric against wall time.
 
-    python plots/compare_ppo_grpo.py --ppo runs/ppo_flan_sentiments__cpu__seed1000 \\
+    python -m plots.compare_ppo_grpo --ppo runs/ppo_flan_sentiments__cpu__seed1000 \\
         --grpo runs/grpo_flan_sentiments__cpu__seed1000 --out figures
-    python plots/compare_ppo_grpo.py --ppo runs/ppo_a runs/ppo_b --grpo runs/grpo_a runs/grpo_b --out figures
+    python -m plots.compare_ppo_grpo --ppo runs/ppo_a runs/ppo_b --grpo runs/grpo_a runs/grpo_b --out figures
 
 One figure (OUT/ppo_vs_grpo.png and .svg) with one panel per metric (default reward/mean and
 metrics/external_vader), evaluation points against time/elapsed; every run is a line, coloured by trainer.
@@ -15,15 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from plot_curves import PlotError, _time_unit, describe, load_runs, save_figure  # noqa: E402
+from plots.plot_curves import PlotError, _time_unit, describe, load_runs, save_figure  # noqa: E402
 
 METRICS = ("reward/mean", "metrics/external_vader")
 

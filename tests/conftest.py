@@ -1,13 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import tiny_models  # noqa: E402
+import tiny_models  # the project and tests/ are on the path through pyproject.toml's pytest pythonpath
 
 
 @pytest.fixture(scope="session")

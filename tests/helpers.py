@@ -12,8 +12,10 @@ import zyn_ppo
 
 ROOT = Path(__file__).resolve().parents[1]
 # one thread per process: the tiny models gain nothing from more, and the machine may be shared
+# child processes import the project and the test helpers from this checkout, as pytest does (pythonpath)
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])])
 SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-              "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+              "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": PYTHONPATH}
 
 
 def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 300,

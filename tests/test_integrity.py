@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import helpers
-from helpers import PROMPTS, share_of_spaces, toy_config
+from helpers import PROMPTS, SCRIPT_ENV, share_of_spaces, toy_config
 
 import zyn_ppo
 from zyn_ppo import runio
@@ -146,8 +146,7 @@ def test_resume_off_where_results_exist_is_refused(tiny_gpt2_dir, tmp_path):
 
 # ------------------------------------------------------------------------ 3. one writer per directory
 HOLD = """
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 from zyn_ppo import runio
 from pathlib import Path
 lock = runio.RunLock(Path({run_dir!r})).acquire()
@@ -158,7 +157,7 @@ time.sleep(60)
 
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_gpt2_dir, tmp_path, no_model_loads):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT), run_dir=str(run_dir))],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(run_dir=str(run_dir))], env=SCRIPT_ENV,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

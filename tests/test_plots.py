@@ -12,9 +12,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plots"))
-
-import plot_curves as pc  # noqa: E402
+from plots import plot_curves as pc
 
 SCRIPT = ROOT / "plots" / "plot_curves.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,6 @@ import json
 import re
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 from helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import qd_zyn  # noqa: E402
+import qd_zyn
 
 
 def run(script: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -241,8 +239,7 @@ def test_compare_ppo_grpo_figure(tmp_path):
         lines = [{"step": s, "reward/mean": slope * s, "metrics/external_vader": 0.5 + s / 100,
                   "time/elapsed": 5.0 * s + 1} for s in range(0, 20, 5)]
         (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    sys.path.insert(0, str(ROOT / "plots"))
-    import compare_ppo_grpo
+    from plots import compare_ppo_grpo
 
     fig = compare_ppo_grpo.plot_comparison([str(tmp_path / "ppo")], [str(tmp_path / "grpo")])
     panels = fig.axes

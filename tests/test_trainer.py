@@ -15,7 +15,7 @@ import torch
 
 import tiny_models
 import zyn_ppo
-from helpers import PROMPTS, ROOT, read_metrics, share_of_spaces, toy_config, toy_metrics, without_time
+from helpers import PROMPTS, PYTHONPATH, ROOT, read_metrics, share_of_spaces, toy_config, toy_metrics, without_time
 
 # ----------------------------------------------------------------------------------- end to end
 
@@ -80,7 +80,6 @@ def train_with_sigterms(model_dir: str, run_dir: Path, kills: int) -> subprocess
     script = run_dir.parent / f"{run_dir.name}_term.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         import helpers, zyn_ppo
         calls = []
         def reward(samples, prompts, outputs, **kw):
@@ -93,7 +92,7 @@ def train_with_sigterms(model_dir: str, run_dir: Path, kills: int) -> subprocess
         zyn_ppo.train(reward, helpers.PROMPTS, helpers.PROMPTS[:4], None, helpers.toy_config({model_dir!r}, {str(run_dir)!r}))
     """))
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH})
 
 
 def test_sigterm_saves_a_checkpoint(tiny_gpt2_dir, tmp_path):
@@ -192,8 +191,6 @@ def test_long_prompts_and_missing_pad_token(tmp_path, tokenizer):
 def test_two_processes(tiny_gpt2_dir, tmp_path):
     script = tmp_path / "run_two.py"
     script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
         import zyn_ppo
         def reward_fn(samples, prompts, outputs, **kw):
             return [o.count(" ") / (len(o) + 1) for o in outputs]
@@ -207,7 +204,7 @@ def test_two_processes(tiny_gpt2_dir, tmp_path):
         with open({str(tmp_path)!r} + f"/done_{{trainer.rank}}.txt", "w") as f:
             f.write(f"{{trainer.rank}} {{trainer.world}} {{trainer.episodes}}")
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

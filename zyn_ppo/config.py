@@ -80,7 +80,7 @@ class TrainConfig:
     epochs: int = 100
     """Rollout collections at most (each followed by ppo_epochs passes over the store)."""
     total_steps: int = 10000
-    """Optimizer steps at most."""
+    """Optimizer steps at most (0: only the first evaluation)."""
     batch_size: int = 32
     """Rollouts per minibatch (per process)."""
     minibatch_size: int | None = None
@@ -158,6 +158,7 @@ INT_FLOORS = {key: 1 for key in (
     "train.seq_length", "train.epochs", "train.total_steps", "train.batch_size", "train.checkpoint_interval",
     "train.eval_interval", "method.ppo_epochs", "method.num_rollouts", "method.chunk_size", "method.horizon")}
 INT_FLOORS["train.seed"] = 0
+INT_FLOORS["train.total_steps"] = 0  # 0: evaluate the initial policy only (python -m zyn_ppo.reproduce)
 CHOICES = {
     "train.tracker": (None, "wandb", "tensorboard", "none"),
     "model.dtype": ("float32", "bfloat16", "float16"),

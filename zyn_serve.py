@@ -15,10 +15,11 @@ P is exactly what ZeroShotRewardModel computes in-process (Eq. 4 over the questi
 arrive within --batch-wait-ms of each other are scored as one batch, off the event loop, so that the
 one-sample requests of many rollout actors still run as batches. Clients: `verl_compute_score` (verl's
 custom_reward_function), `trl_reward_func` (TRL's reward_funcs), OpenRLHF's `--reward.remote_url`.
-They need only httpx: this module imports torch, zyn_reward and the server stack when it serves.
+verl's and OpenRLHF's need only httpx (verl runs this file without registering it in sys.modules: keep
+it free of `from __future__ import annotations`); TRL's imports zyn_reward for its join of prompt and
+completion; the server imports torch, zyn_reward (the judge, its answer words, transforms, calibration,
+errors) and the server stack.
 """
-
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -35,14 +36,15 @@ import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TRANSFORMS = ("centered", "prob", "logodds")
 # special tokens of common policy tokenizers: <|im_end|>, <|eot_id|>, <｜end▁of▁sentence｜>, </s>, [PAD]...
 SPECIAL_TOKENS = (r"<\|[^<>|\s]{1,48}\|>|<｜[^<>｜]{1,48}｜>|</?s>|<pad>|<unk>|<eos>|<bos>|<mask>"
                   r"|<start_of_turn>|<end_of_turn>|\[(?:PAD|CLS|SEP|MASK|UNK)\]")
 QUESTION_KEYS = ("question", "target", "weight", "template")
+SURROGATE = re.compile("[\\ud800-\\udfff]")  # a lone surrogate: valid as a JSON escape, not as text
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # strings, escapes included
 log = logging.getLogger("zyn_serve")
 
 
@@ -80,19 +82,6 @@ class HFJudge:
         return [probs[q.name] for q in rm.questions]
 
 
-def _word_ids(tokenizer, words) -> list[int]:
-    """Single-token ids of each word and of its leading-space variant (as zyn_reward resolves them)."""
-    ids = []
-    for word in words:
-        form = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(form) != 1:
-            raise ValueError(f"{word!r} is not a single token for this tokenizer")
-        variant = word[1:] if word.startswith(" ") else " " + word
-        other = tokenizer(variant, add_special_tokens=False)["input_ids"]
-        ids += [t for t in form + (other if len(other) == 1 else []) if t not in ids]
-    return ids
-
-
 class VLLMJudge:
     """vLLM's offline engine for decoder-only judges: P(yes) vs P(no) at the first answer token."""
 
@@ -101,27 +90,27 @@ class VLLMJudge:
     def __init__(self, model, questions, yes_words=("Yes",), no_words=("No",), chat_template=True,
                  calibrate=False, max_length=None, dtype=None, gpu_memory_utilization=0.85,
                  tensor_parallel_size=1, **_):
+        from zyn_reward import CONTENT_FREE, UserError, YesNoQuestion, _default_max_length, _resolve_words
+
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise SystemExit("error: --backend vllm needs vLLM (NVIDIA GPU): pip install vllm") from None
+            raise UserError("--backend vllm needs vLLM (NVIDIA GPU): pip install vllm") from None
         from transformers import AutoConfig, AutoTokenizer
 
         from zyn_models import resolve_model_path
-        from zyn_reward import YesNoQuestion
 
         path = resolve_model_path(str(model))
         config = AutoConfig.from_pretrained(path)
         if getattr(config, "is_encoder_decoder", False):
-            raise SystemExit("error: vLLM serves decoder-only judges only; use --backend hf for T5 judges")
+            raise UserError("vLLM serves decoder-only judges only; use --backend hf for T5 judges")
         questions = [questions] if isinstance(questions, (str, YesNoQuestion)) else list(questions)
         self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
         self.model_name, self.tokenizer = str(model), AutoTokenizer.from_pretrained(path)
         self.chat = bool(chat_template and getattr(self.tokenizer, "chat_template", None))
-        limits = [1024, getattr(self.tokenizer, "model_max_length", None),
-                  getattr(config, "max_position_embeddings", None)]
-        self.max_length = max_length or min(int(x) for x in limits if isinstance(x, int) and 0 < x < 1e9)
-        self.yes_ids, self.no_ids = _word_ids(self.tokenizer, yes_words), _word_ids(self.tokenizer, no_words)
+        self.max_length = max_length or _default_max_length(self.tokenizer, config)
+        self.yes_ids = _resolve_words(self.tokenizer, yes_words, "yes_words")
+        self.no_ids = _resolve_words(self.tokenizer, no_words, "no_words")
         self.llm = LLM(model=path, tokenizer=path, dtype=dtype or "auto", seed=0,
                        max_model_len=self.max_length + 1, gpu_memory_utilization=gpu_memory_utilization,
                        tensor_parallel_size=tensor_parallel_size)
@@ -131,9 +120,9 @@ class VLLMJudge:
         else:  # the top-20; an id outside them is scored exactly below
             self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         self.prompt_params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        free = (["N/A", "", "[MASK]"] if calibrate is True else [calibrate] if isinstance(calibrate, str)
-                else list(calibrate or []))
-        self._free, self._calibration = free, {}
+        self._free = (list(CONTENT_FREE) if calibrate is True else [calibrate] if isinstance(calibrate, str)
+                      else list(calibrate or []))
+        self._calibration: dict = {}  # (question, template) -> offset
 
     def _ids(self, question, text: str) -> list[int]:
         def encode(t):
@@ -175,20 +164,28 @@ class VLLMJudge:
         return [lse([row[t] for t in self.yes_ids]) - lse([row[t] for t in self.no_ids]) for row in table]
 
     def question_probabilities(self, questions, texts: list[str]) -> list[list[float]]:
+        """As ZeroShotRewardModel._target_log_odds, then sigmoid: [question][text] P(target)."""
+        import torch
+
         questions = self.questions if questions is None else questions
-        n = len(texts)
-        flat = self._log_odds([self._ids(q, t) for q in questions for t in texts]) if n else []
-        out = []
-        for qi, q in enumerate(questions):
+        flat = self._log_odds([self._ids(q, t) for q in questions for t in texts]) if texts else []
+        log_odds = torch.tensor(flat, dtype=torch.float64).view(len(questions), len(texts))
+        sign = torch.tensor([1.0 if q.target == "yes" else -1.0 for q in questions], dtype=torch.float64)
+        return torch.sigmoid((log_odds - self._calibrated(questions)[:, None]) * sign[:, None]).tolist()
+
+    def _calibrated(self, questions):
+        """zyn_reward's contextual calibration offset of each question (0 without --calibrate)."""
+        import torch
+
+        from zyn_reward import calibration_offset
+
+        for q in questions:
             key = (q.question, q.template)
-            if self._free and key not in self._calibration:  # contextual calibration, as zyn_reward's
-                free = self._log_odds([self._ids(q, t) for t in self._free])
-                p_yes = sum(1 / (1 + math.exp(-x)) for x in free) / len(free)
-                self._calibration[key] = math.log(p_yes) - math.log1p(-p_yes)
-            sign = 1.0 if q.target == "yes" else -1.0
-            lo = [(x - self._calibration.get(key, 0.0)) * sign for x in flat[qi * n:(qi + 1) * n]]
-            out.append([1 / (1 + math.exp(-x)) for x in lo])
-        return out
+            if self._free and key not in self._calibration:
+                free = torch.tensor([self._log_odds([self._ids(q, t) for t in self._free])], dtype=torch.float64)
+                self._calibration[key] = float(calibration_offset(free)[0])
+        return torch.tensor([self._calibration.get((q.question, q.template), 0.0) for q in questions],
+                            dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,12 +199,35 @@ class Limits:
     max_chars: int = 32768  # characters per text, prompt, query, response or question (413)
     max_questions: int = 8  # questions per item (413)
     max_body_bytes: int = 64 * 2**20  # request body (413)
+    max_depth: int = 32  # nesting of JSON arrays and objects in a body (400; a valid request needs 4)
+    header_timeout: float = 10.0  # seconds to a request's last header from its first byte or a new connection
+    body_timeout: float = 30.0  # seconds to read a request's body once its headers are in (408)
 
 
 class RequestError(Exception):
     def __init__(self, status: int, message: str, **where):
         super().__init__(message)
         self.status, self.body = status, {"error": message, **where}
+
+
+def _check_text(text: str, field: str, limits: Limits, **where) -> None:
+    """413 for a text longer than max_chars; 400 for one that is not Unicode text (a lone surrogate)."""
+    if len(text) > limits.max_chars:
+        raise RequestError(413, f"{field} has {len(text)} characters, more than max_chars {limits.max_chars}",
+                           field=field, limit="max_chars", **where)
+    bad = SURROGATE.search(text)
+    if bad:
+        raise RequestError(400, f"{field} has a lone surrogate {bad.group()!r} at character {bad.start()}: "
+                           "not valid Unicode text", field=field, **where)
+
+
+def _depth(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON body nest (strings skipped), without parsing it."""
+    import numpy as np
+
+    brackets = JSON_STRING.sub(b"", raw).translate(bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff"),
+                                                   bytes(set(range(256)) - set(b"[{]}")))
+    return int(np.cumsum(np.frombuffer(brackets, np.int8), dtype=np.int64).max(initial=0))
 
 
 def _strings(body: dict, name: str, n: int | None, limits: Limits) -> list[str] | None:
@@ -222,9 +242,7 @@ def _strings(body: dict, name: str, n: int | None, limits: Limits) -> list[str] 
         if not isinstance(text, str):
             raise RequestError(400, f"{name}[{i}] must be a string, got {type(text).__name__}",
                                field=f"{name}[{i}]")
-        if len(text) > limits.max_chars:
-            raise RequestError(413, f"{name}[{i}] has {len(text)} characters, more than max_chars "
-                               f"{limits.max_chars}", field=f"{name}[{i}]", limit="max_chars")
+        _check_text(text, f"{name}[{i}]", limits, index=i)
     return value
 
 
@@ -253,9 +271,8 @@ def _question_set(entry, field: str, template: str, limits: Limits):
                 raise RequestError(400, f"{where}: unknown key {key!r}; use {QUESTION_KEYS}",
                                    field=f"{where}.{key}")
         for key in ("question", "template"):
-            if isinstance(spec.get(key), str) and len(spec[key]) > limits.max_chars:
-                raise RequestError(413, f"{where}.{key} is longer than max_chars {limits.max_chars}",
-                                   field=f"{where}.{key}", limit="max_chars")
+            if isinstance(spec.get(key), str):
+                _check_text(spec[key], f"{where}.{key}", limits)
         try:
             out.append(YesNoQuestion(spec.get("question"), target=spec.get("target", "yes"),
                                      template=spec.get("template", template), weight=spec.get("weight", 1.0),
@@ -285,9 +302,13 @@ def response_text(query: str, prompt: str | None, strip: re.Pattern, i: int = 0)
 
 def parse_request(raw: bytes, limits: Limits, template: str, strip: re.Pattern, question_from_labels=False):
     """Texts to judge and their question sets (None: the server's questions), or a RequestError."""
+    depth = _depth(raw)
+    if depth > limits.max_depth:
+        raise RequestError(400, f"body nests arrays and objects {depth} deep, more than max_depth "
+                           f"{limits.max_depth}", field="body", limit="max_depth")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise RequestError(400, f"body is not valid JSON: {error}", field="body") from None
     if not isinstance(body, dict):
         raise RequestError(400, f"body must be a JSON object, got {type(body).__name__}", field="body")
@@ -331,15 +352,6 @@ def parse_request(raw: bytes, limits: Limits, template: str, strip: re.Pattern, 
 # --------------------------------------------------------------------------------------------------
 # Micro-batching: gather concurrent requests for a few ms, then one judge call in a worker thread
 # --------------------------------------------------------------------------------------------------
-
-
-def _transform(p: float, kind: str) -> float:
-    if kind == "centered":
-        return (p - 0.5) * 10
-    if kind == "prob":
-        return p
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p) - math.log1p(-p)
 
 
 class MicroBatcher:
@@ -475,6 +487,8 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    from zyn_reward import TRANSFORMS, transform_reward
+
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     limits = limits or Limits()
@@ -499,12 +513,17 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
             raise RequestError(413, f"body of {length} bytes is more than max_body_bytes "
                                f"{limits.max_body_bytes}", limit="max_body_bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise RequestError(413, f"body is more than max_body_bytes {limits.max_body_bytes}",
-                                   limit="max_body_bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(limits.body_timeout):  # a client that stalls is dropped
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:
+                        raise RequestError(413, f"body is more than max_body_bytes {limits.max_body_bytes}",
+                                           limit="max_body_bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(408, f"body not received within body_timeout {limits.body_timeout} s "
+                               f"({size} bytes came)", limit="body_timeout") from None
         return b"".join(chunks)
 
     async def score(request):
@@ -513,11 +532,12 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
         try:
             body = await read_body(request)
             texts, sets = parse_request(body, limits, template, strip, question_from_labels)
-        except RequestError as bad:
-            return JSONResponse(bad.body, status_code=bad.status)
+        except RequestError as bad:  # a body cut short leaves the connection unusable: close it
+            close = {"connection": "close"} if bad.status in (408, 413) else None
+            return JSONResponse(bad.body, status_code=bad.status, headers=close)
         except ClientDisconnect:  # gone before its body arrived: nobody to answer
             return error(400, "client disconnected")
-        if not texts:  # OpenRLHF with several URLs sends empty lists to all but the first
+        if not texts:
             return JSONResponse({"rewards": [], "scores": [], "extra_logs": {"zyn_prob": []}})
         try:
             results = await batcher.submit(texts, sets)
@@ -529,7 +549,7 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
         if len(names) > 1 and all(s is None for s in sets):  # per question, for the server's own questions
             extra.update({f"zyn_prob_{name}": [per_q[k] for _, per_q in results]
                           for k, name in enumerate(names)})
-        return JSONResponse({"rewards": [_transform(p, transform) for p in scores], "scores": scores,
+        return JSONResponse({"rewards": [transform_reward(p, transform) for p in scores], "scores": scores,
                              "extra_logs": extra})
 
     async def health(request):
@@ -552,6 +572,7 @@ def create_app(judge, *, token: str | None = None, limits: Limits | None = None,
     async def lifespan(app):
         yield
         await batcher.close()  # uvicorn has finished the requests in flight by now
+        print(f"zyn_serve stopped: {json.dumps(batcher.stats)}", flush=True)
 
     routes = [Route("/score", score, methods=["POST"]), Route("/health", health, methods=["GET"])]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -589,21 +610,22 @@ async def score_remote(responses, questions=None, url: str | None = None, token:
     if client is None or client.is_closed:
         client = _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
     token = token or os.environ.get("ZYN_SERVE_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     payload = {"responses": list(responses)}
     if questions is not None:
         payload["questions"] = list(questions)
+    body = json.dumps(payload).encode()  # ASCII: a lone surrogate travels, and the server names it (400)
     endpoint, problem = _endpoint(url), ""
     for attempt in range(retries):
         try:
-            reply = await client.post(endpoint, json=payload, headers=headers, timeout=timeout)
+            reply = await client.post(endpoint, content=body, headers=headers, timeout=timeout)
         except httpx.TransportError as failure:
             problem = f"{type(failure).__name__}: {failure}"
         else:
             if reply.status_code == 200:
                 return reply.json()
             problem = f"HTTP {reply.status_code}: {reply.text[:500]}"
-            if reply.status_code < 500:
+            if reply.status_code < 500:  # refused: the same request would be refused again
                 raise ZynServeError(f"{endpoint}: {problem}", reply.status_code)
         await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
     raise ZynServeError(f"{endpoint}: no answer after {retries} tries ({problem})")
@@ -671,27 +693,17 @@ async def verl_compute_score(data_source, solution_str, ground_truth, extra_info
     return {"score": reward, "zyn_prob": p}
 
 
-def _join(prompt, completion) -> str:
-    """TRL's prompt + completion as ZeroShotRewardModel.as_trl_reward joins them."""
-    def text(turns):
-        if isinstance(turns, str):
-            return turns
-        return "\n".join(str(m["content"]) for m in turns if m.get("role") != "system")
-
-    if isinstance(prompt, str) and isinstance(completion, str):
-        return prompt + completion
-    return "\n".join(part for part in (text(prompt), text(completion)) if part)
-
-
 def trl_reward_func(url=None, token=None, include_prompt: bool = True, question_column: str = "question",
                     chunk: int = 256):
     """An async TRL reward function f(prompts, completions, **kwargs) -> list[float] served by zyn_serve.
     A dataset column named `question_column` gives per-sample questions; P(target) is logged as zyn/prob."""
 
     async def zyn_remote(prompts=None, completions=None, log_metric=None, **kwargs) -> list[float]:
+        from zyn_reward import _join_turns  # as ZeroShotRewardModel.as_trl_reward joins them
+
         completions = list(completions)
         prompts = list(prompts) if prompts is not None and include_prompt else [""] * len(completions)
-        texts = [_join(p, c) for p, c in zip(prompts, completions)]
+        texts = [_join_turns(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
         questions = kwargs.get(question_column)
         parts = await asyncio.gather(*[
             score_remote(texts[i:i + chunk], None if questions is None else list(questions[i:i + chunk]),
@@ -709,14 +721,19 @@ def trl_reward_func(url=None, token=None, include_prompt: bool = True, question_
 # --------------------------------------------------------------------------------------------------
 
 
+POSITIVE_FLAGS = ("max_items", "max_chars", "max_questions", "max_body_bytes", "max_depth", "header_timeout",
+                  "body_timeout", "max_batch", "batch_size", "max_length", "graceful_timeout",
+                  "tensor_parallel_size", "gpu_memory_utilization")
+
+
 def build_judge(args):
-    from zyn_reward import TEMPLATES, YesNoQuestion
+    from zyn_reward import TEMPLATES, ModelLoadError, UserError, YesNoQuestion
 
     n = len(args.question)
     for name in ("target", "weight"):
         values = getattr(args, name) or []
         if len(values) not in (0, 1, n):
-            raise SystemExit(f"error: give --{name} once, or once per --question ({n}), got {len(values)}")
+            raise UserError(f"give --{name} once, or once per --question ({n}), got {len(values)}")
     targets = args.target or ["yes"]
     weights = args.weight or [1.0]
     template = TEMPLATES.get(args.template, args.template.replace("\\n", "\n"))
@@ -725,19 +742,80 @@ def build_judge(args):
                                    weight=weights[min(i, len(weights) - 1)])
                      for i, q in enumerate(args.question)]
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise UserError(str(error)) from None
     kwargs = {"chat_template": not args.no_chat_template, "dtype": args.dtype, "calibrate": args.calibrate,
               "max_length": args.max_length}
     if args.batch_size:  # else the judge's own default grouping
         kwargs["batch_size"] = args.batch_size
-    if args.backend == "vllm":
-        return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
-                         tensor_parallel_size=args.tensor_parallel_size, **kwargs)
-    return HFJudge(args.model, questions, device=args.device, **kwargs)
+    try:
+        if args.backend == "vllm":
+            return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
+                             tensor_parallel_size=args.tensor_parallel_size, **kwargs)
+        return HFJudge(args.model, questions, device=args.device, **kwargs)
+    except (ModelLoadError, ValueError) as error:  # as zyn_reward.py's command line: the user's to fix
+        raise UserError(str(error)) from error
+
+
+def http_protocol(header_timeout: float):
+    """uvicorn's h11 protocol, which also closes a connection whose next request's headers are not all in
+    within header_timeout seconds of the connection's start or of that request's first byte."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data):
+            if self._timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first bytes of the next request
+            super().data_received(data)
+            if self._timer is not None and self.cycle is not self._since:  # its headers are in
+                self._timer.cancel()
+                self._timer = None
+
+        def connection_lost(self, exc):
+            if self._timer is not None:
+                self._timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            self._since = self.cycle
+            self._timer = self.loop.call_later(header_timeout, self._expire)
+
+        def _expire(self):
+            self._timer = None
+            if self.cycle is self._since and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
+def server_config(app, limits: Limits, **kwargs):
+    """uvicorn's settings for `app`: the header timeout of `limits`, 30 s keep-alive."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=http_protocol(limits.header_timeout), timeout_keep_alive=30, **kwargs)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="zyn_serve.py", description="Serve a ZYN yes/no judge over HTTP.")
+    """The command line. A start-up error (bad flag, judge not found, port taken) is one line
+    `error: ...` on stderr and exit status 2."""
+    from zyn_reward import ModelLoadError, UserError, _one_line, _Parser
+
+    try:
+        serve(_Parser, argv)
+    except (UserError, ModelLoadError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(parser_class, argv=None):
+    from zyn_reward import TRANSFORMS, UserError
+
+    parser = parser_class(prog="zyn_serve.py", description="Serve a ZYN yes/no judge over HTTP.")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="hub name, folder or embedded name")
     parser.add_argument("--question", action="append", required=True, help="repeat for an ensemble (Eq. 4)")
     parser.add_argument("--target", action="append", choices=["yes", "no"], help="once, or once per question")
@@ -752,9 +830,15 @@ def main(argv=None):
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="gather window of a micro-batch")
     parser.add_argument("--max-batch", type=int, default=256, help="items per judge call")
     parser.add_argument("--batch-size", type=int, default=None, help="texts per judge forward pass (hf)")
-    parser.add_argument("--max-items", type=int, default=Limits.max_items)
-    parser.add_argument("--max-chars", type=int, default=Limits.max_chars)
-    parser.add_argument("--max-questions", type=int, default=Limits.max_questions)
+    parser.add_argument("--max-items", type=int, default=Limits.max_items, help="items per request")
+    parser.add_argument("--max-chars", type=int, default=Limits.max_chars, help="characters per text")
+    parser.add_argument("--max-questions", type=int, default=Limits.max_questions, help="questions per item")
+    parser.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="bytes per body")
+    parser.add_argument("--max-depth", type=int, default=Limits.max_depth, help="JSON nesting of a body")
+    parser.add_argument("--header-timeout", type=float, default=Limits.header_timeout,
+                        help="seconds for a request's headers (from a new connection or its first byte)")
+    parser.add_argument("--body-timeout", type=float, default=Limits.body_timeout,
+                        help="seconds for a request's body once its headers are in")
     parser.add_argument("--question-from-labels", action="store_true",
                         help="a non-empty string label is the item's question (OpenRLHF --data.label_key)")
     parser.add_argument("--strip-token", action="append", default=[], help="more special tokens to strip")
@@ -768,18 +852,31 @@ def main(argv=None):
     parser.add_argument("--graceful-timeout", type=float, default=60.0, help="seconds to finish on SIGTERM")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    for name in POSITIVE_FLAGS:  # checked before anything starts, not at the first request
+        value = getattr(args, name)
+        if value is not None and not 0 < value < math.inf:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if not 0 <= args.batch_wait_ms < math.inf:
+        raise UserError(f"--batch-wait-ms must be 0 or more, got {args.batch_wait_ms}")
+    if args.gpu_memory_utilization > 1:
+        raise UserError(f"--gpu-memory-utilization must be at most 1, got {args.gpu_memory_utilization}")
+    limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import uvicorn
 
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:  # the port is taken before the judge loads (minutes), and refuses connections until it has
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except (OSError, OverflowError) as error:  # taken, not this machine's address, or no such port
+        sock.close()
+        why = getattr(error, "strerror", None) or error
+        raise UserError(f"cannot listen on {args.host} port {args.port}: {why}") from None
     judge = build_judge(args)
     app = create_app(judge, token=args.token, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
                      transform=args.transform, question_from_labels=args.question_from_labels,
-                     strip_tokens=args.strip_token,
-                     limits=Limits(args.max_items, args.max_chars, args.max_questions))
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+                     strip_tokens=args.strip_token, limits=limits)
     sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     host, port = sock.getsockname()[:2]
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
@@ -787,8 +884,8 @@ def main(argv=None):
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"zyn_serve listening on http://{shown}:{port} "
           f"({judge.backend}, {judge.model_name}, {len(judge.questions)} question(s))", flush=True)
-    config = uvicorn.Config(app, log_level="info", access_log=args.access_log, lifespan="on",
-                            timeout_graceful_shutdown=args.graceful_timeout, timeout_keep_alive=30)
+    config = server_config(app, limits, log_level="info", access_log=args.access_log, lifespan="on",
+                           timeout_graceful_shutdown=args.graceful_timeout)
     uvicorn.Server(config).run(sockets=[sock])  # SIGTERM/SIGINT: stop accepting, finish, exit
 
 

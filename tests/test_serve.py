@@ -7,6 +7,8 @@ clients, 2,000 one-sample requests) and SIGTERM with a request in flight, on a s
 
 import asyncio
 import contextlib
+import importlib.util
+import inspect
 import json
 import os
 import queue
@@ -41,12 +43,13 @@ PROMPTS = ["<s>user: Write a movie review.</s><s>assistant:", "<s>user: Review a
 
 
 @contextlib.contextmanager
-def serving(app):
-    """Run an ASGI app with uvicorn in a thread on 127.0.0.1 (a free port); stop it on exit."""
+def serving(app, limits=None):
+    """Run an ASGI app with uvicorn in a thread on 127.0.0.1 (a free port), with zyn_serve's settings
+    (its header timeout from `limits`); stop it on exit."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=30))
+    server = uvicorn.Server(zyn_serve.server_config(app, limits or zyn_serve.Limits(), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -210,6 +213,18 @@ def test_verl_compute_score(url, reference, tokenizer):
     assert good["score"] == pytest.approx(want[0], abs=1e-6)
 
 
+def test_verl_loads_this_file_without_sys_modules(url, reference):
+    # verl >= 0.7 (verl.utils.import_utils.load_module) runs a custom_reward_function file like this, with no
+    # sys.modules entry: a dataclass under `from __future__ import annotations` fails to build there
+    spec = importlib.util.spec_from_file_location("custom_module", ROOT / "zyn_serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "custom_module" not in sys.modules and inspect.iscoroutinefunction(module.verl_compute_score)
+    got = asyncio.run(module.verl_compute_score("imdb", RESPONSES[0], None, extra_info={}, url=url))
+    assert got["score"] == pytest.approx(reference().reward_fn(RESPONSES[:1])[0], abs=1e-6)
+    assert importlib.import_module("zyn_serve").verl_compute_score  # pkg://zyn_serve: a plain import
+
+
 def test_trl_reward_func(url, reference):
     prompts = ["A review: ", "My take: ", "", "Verdict: ", "So ", "Review: "]
     logged = {}
@@ -269,7 +284,35 @@ BAD = [
     ({"responses": ["a"], "questions": ["Q" * 300]}, 413, {"limit": "max_chars"}),
     ({"responses": ["a"], "labels": [7]}, 400, {"field": "labels[0]"}),
     (json.dumps({"responses": ["a"], "pad": "x" * 5000}).encode(), 413, {"limit": "max_body_bytes"}),
+    (b'{"responses": ["a", "b\\ud800c"]}', 400, {"field": "responses[1]", "index": 1}),
+    (b'{"query": ["\\udfff"]}', 400, {"field": "query[0]", "index": 0}),
+    (b'{"query": ["ab"], "prompts": ["a\\udc00"]}', 400, {"field": "prompts[0]", "index": 0}),
+    (b'{"responses": ["a"], "questions": [["Is it?", "Is it \\ud83d?"]]}', 400,
+     {"field": "questions[0][1].question"}),
+    (b'{"responses": ["a"], "labels": ["Is it \\ud800?"]}', 400, {"field": "labels[0].question"}),
+    (b'{"responses": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, {"field": "body", "limit": "max_depth"}),
 ]
+
+
+def test_json_depth_scan():
+    assert zyn_serve._depth(b'{"query": ["a"], "questions": [[{"question": "Q?"}]]}') == 4
+    assert zyn_serve._depth(b'{"responses": ["[[[{{{", "\\"[[[", "\\\\"], "x": [[1], [2]]}') == 3
+    assert zyn_serve._depth(b"[" * 100_000) == 100_000 and zyn_serve._depth(b"") == 0
+
+
+def test_surrogates_and_deep_bodies_are_400_before_scoring(url, reference):
+    stats = HTTP.get(url + "/health").json()["stats"]
+    deep = post(url, b"[" * 100_000 + b"]" * 100_000)  # was a RecursionError (500)
+    assert deep.status_code == 400 and deep.json()["limit"] == "max_depth", deep.text
+    start = time.monotonic()  # the shipped client sends a lone surrogate as a JSON escape, never retries a 400
+    with pytest.raises(zyn_serve.ZynServeError) as refused:
+        asyncio.run(zyn_serve.score_remote(["fine", "bad \ud800 text"], url=url))
+    assert time.monotonic() - start < 2 and refused.value.status == 400
+    assert "responses[1]" in str(refused.value) and "surrogate" in str(refused.value)
+    assert HTTP.get(url + "/health").json()["stats"] == stats  # nothing reached the judge
+    pair = "smile \U0001F600"  # sent as the surrogate pair \\ud83d\\ude00: one character, fine
+    out = asyncio.run(zyn_serve.score_remote([pair, "[[[{{{"], url=url))
+    assert out["scores"] == pytest.approx(reference().probabilities([pair, "[[[{{{"]), abs=1e-6)
 
 
 def test_bad_requests_answer_json_errors_and_the_server_lives_on(llama, tokenizer, reference):
@@ -337,6 +380,37 @@ def test_micro_batching_and_judge_failures_fail_only_their_request():
     with serving(zyn_serve.create_app(judge, batch_wait_ms=300, max_batch=64)) as base:
         assert all(status == 200 for status, _ in asyncio.run(burst(base, [f"text {i}" for i in range(10)])))
         assert [len(call) for call in judge.calls] == [8, 2]
+
+
+def test_stalled_clients_are_dropped_and_others_are_served():
+    limits = zyn_serve.Limits(header_timeout=1.0, body_timeout=1.0)
+    with serving(zyn_serve.create_app(RecordingJudge(), limits=limits, batch_wait_ms=1), limits) as base:
+        port = int(base.rsplit(":", 1)[1])
+        stalls = {"nothing sent": b"", "half the headers": b"POST /score HTTP/1.1\r\nHost: x\r\n",
+                  "headers, part of the body": (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                                b"application/json\r\nContent-Length: 100\r\n\r\n{\"resp")}
+        start, socks = time.monotonic(), {}
+        for name, data in stalls.items():
+            socks[name] = socket.create_connection(("127.0.0.1", port))
+            socks[name].sendall(data)
+        # meanwhile other clients are answered at once
+        assert post(base, {"responses": ["other client"]}).json()["scores"] == [0.25]
+        assert time.monotonic() - start < 0.9
+        closed = {}
+        for name, sock in socks.items():
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(4096):  # until the server closes the connection
+                answer += chunk
+            closed[name] = time.monotonic() - start
+            sock.close()
+            assert (b"408" in answer) == (name == "headers, part of the body"), (name, answer)
+        assert all(0.9 < seconds < 2.5 for seconds in closed.values()), closed
+        # a request that keeps its connection between requests is not cut (keep-alive is 30 s)
+        with httpx.Client() as http:
+            for _ in range(2):
+                assert http.post(base + "/score", json={"responses": ["x"]}).status_code == 200
+                time.sleep(1.2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,24 +505,81 @@ def test_load_then_graceful_sigterm(tiny_llama_dir):
             proc.wait()
 
 
-def test_vllm_backend_missing_is_one_clear_line(tiny_llama_dir):
+def start_up_error(capsys, args) -> str:
+    """The one line a start-up error prints on stderr (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        zyn_serve.main(["--port", "0", *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_vllm_backend_missing_is_one_clear_line(tiny_llama_dir, capsys):
     try:
         import vllm  # noqa: F401
         pytest.skip("vllm is installed")
     except ImportError:
         pass
-    with pytest.raises(SystemExit) as stop:
-        zyn_serve.main(["--backend", "vllm", "--model", tiny_llama_dir, "--question", "Is it good?"])
-    message = str(stop.value)
-    assert "pip install vllm" in message and "\n" not in message
+    args = ["--backend", "vllm", "--model", tiny_llama_dir, "--question", "Is it good?"]
+    assert "pip install vllm" in start_up_error(capsys, args)
 
 
-def test_cli_rejects_bad_arguments_with_one_line():
-    with pytest.raises(SystemExit, match="--target"):
-        zyn_serve.main(["--question", "A?", "--question", "B?", "--question", "C?", "--target", "yes",
-                        "--target", "no"])
-    with pytest.raises(SystemExit, match="template must contain"):
-        zyn_serve.main(["--question", "A?", "--template", "no fields here"])
+def test_cli_rejects_bad_arguments_with_one_line(capsys):
+    assert "--target" in start_up_error(capsys, ["--question", "A?", "--question", "B?", "--question", "C?",
+                                                 "--target", "yes", "--target", "no"])
+    assert "template must contain" in start_up_error(capsys, ["--question", "A?", "--template", "no fields"])
+    for flag, value in [("--max-items", "-1"), ("--max-chars", "0"), ("--max-questions", "-3"),
+                        ("--max-body-bytes", "0"), ("--max-depth", "0"), ("--header-timeout", "0"),
+                        ("--body-timeout", "nan"), ("--max-batch", "0"), ("--batch-size", "-8"),
+                        ("--graceful-timeout", "-1"), ("--max-length", "0")]:
+        assert f"{flag} must be a positive number" in start_up_error(capsys, ["--question", "A?", flag, value])
+    assert "--batch-wait-ms" in start_up_error(capsys, ["--question", "A?", "--batch-wait-ms", "-5"])
+    assert "--max-items" in start_up_error(capsys, ["--question", "A?", "--max-items", "many"])
+    assert "port 70000" in start_up_error(capsys, ["--question", "A?", "--port", "70000"])
+    missing = start_up_error(capsys, ["--model", "/no/such/judge", "--question", "A?"])
+    assert "/no/such/judge" in missing and "no such local folder" in missing
+
+
+def test_port_in_use_is_one_line_and_status_2_before_loading_the_judge():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        done = subprocess.run([sys.executable, str(ROOT / "zyn_serve.py"), "--model", "/no/such/judge",
+                               "--question", "A?", "--port", port], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        taken.close()
+    assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
+    assert re.fullmatch(rf"error: cannot listen on 127\.0\.0\.1 port {port}: [^\n]+\n", done.stderr), done.stderr
+
+
+def test_vllm_judge_arithmetic_is_zyn_rewards():
+    """VLLMJudge's P(target) from log-odds, with contextual calibration, equals ZeroShotRewardModel's
+    (zyn_reward.calibration_offset, the same sign and sigmoid); vLLM itself is stubbed out."""
+    import torch
+
+    from zyn_reward import CONTENT_FREE, calibration_offset
+
+    judge = object.__new__(zyn_serve.VLLMJudge)
+    judge.questions = [POSITIVE, REPETITIVE]
+    judge._free, judge._calibration = list(CONTENT_FREE), {}
+    judge._ids = lambda q, text: (q.question, text)
+    judge._log_odds = lambda prompts: [((len(t) * 7 + len(q)) % 11 - 5) / 3 for q, t in prompts]
+    texts = RESPONSES[:3]
+    got = judge.question_probabilities(None, texts)
+    raw = torch.tensor([[judge._log_odds([(q.question, t)])[0] for t in texts] for q in judge.questions],
+                       dtype=torch.float64)
+    free = torch.tensor([[judge._log_odds([(q.question, t)])[0] for t in CONTENT_FREE]
+                         for q in judge.questions], dtype=torch.float64)
+    sign = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    want = torch.sigmoid((raw - calibration_offset(free)[:, None]) * sign[:, None])
+    assert torch.allclose(torch.tensor(got, dtype=torch.float64), want, rtol=0, atol=1e-12)
+    judge._free, judge._calibration = [], {}
+    uncalibrated = torch.tensor(judge.question_probabilities(None, texts), dtype=torch.float64)
+    assert torch.allclose(uncalibrated, torch.sigmoid(raw * sign[:, None]), rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,6 +61,20 @@ def cut_at_stop(text: str, stop_sequences: Sequence[str] | None) -> int | None:
     return min(hits) if hits else None
 
 
+def check_launch(environ=os.environ) -> None:
+    """Stop when accelerate was asked for several processes but started one. `accelerate launch --cpu
+    --num_processes N`, and `--num_processes N` on a machine with fewer than N GPUs, go through accelerate's
+    single-process launcher: it sets MASTER_ADDR (only when N > 1) but no RANK/WORLD_SIZE (its one multi-CPU
+    path is mpirun, with --mpirun_hostfile), so the run would silently be one process."""
+    launched = {"ACCELERATE_USE_CPU", "MASTER_ADDR"} <= set(environ)
+    ranked = any(k in environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                                        "MV2_COMM_WORLD_SIZE"))
+    if launched and not ranked:
+        raise UserError("accelerate launch started one process where --num_processes asked for more (with --cpu, "
+                        "or with fewer GPUs, it runs one); for CPU processes run `torchrun --nproc_per_node N "
+                        "script.py ...`, for one process drop --num_processes")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -270,6 +284,7 @@ class PPOTrainer:
         if isinstance(config, dict):
             config = TRLConfig.from_dict(config)
         self.config, self.reward_fn, self.metric_fn = config, reward_fn, metric_fn
+        check_launch()
         # processes started by torchrun on a machine without CUDA: CPU processes talking over gloo
         multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()

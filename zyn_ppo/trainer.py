@@ -18,6 +18,7 @@ import torch
 
 
 from . import runio
+from .card import write_model_card
 from .config import TRLConfig, UserError
 from .core import (AdaptiveKLController, FixedKLController, RunningMoments, gae_advantages, kl_penalty_rewards,
                    logprobs_of_labels, masked_mean, pad_cat, policy_loss, trim, value_loss, whiten)
@@ -576,7 +577,8 @@ class PPOTrainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, name: str) -> None:
-        """<run_dir>/checkpoints/<name>: policy, value head, hydra branch, trainer state, checksums."""
+        """<run_dir>/checkpoints/<name>: policy, value head, hydra branch, trainer state, checksums; the final
+        one's policy/ also gets its model card (README.md), before the checksums are taken."""
         rng = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                    cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         rngs = [rng]
@@ -584,8 +586,13 @@ class PPOTrainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object([rng])
+        def write(folder: Path) -> None:
+            self._write_state(folder, rngs)
+            if name == "final":
+                write_model_card(folder / "policy", self.run_dir, self.step)
+
         if self.is_main:
-            runio.write_checkpoint(self.run_dir / "checkpoints", name, lambda d: self._write_state(d, rngs), self.step)
+            runio.write_checkpoint(self.run_dir / "checkpoints", name, write, self.step)
         self.accelerator.wait_for_everyone()
 
     def _write_state(self, folder: Path, rngs: list) -> None:
@@ -601,6 +608,24 @@ class PPOTrainer:
                 self.accelerator.unwrap_model(self.model).lm.save_pretrained(directory)
             self.tokenizer.save_pretrained(directory)
         self.accelerator.wait_for_everyone()
+
+    def push_to_hub(self, repo_id: str, token: str | None = None) -> str | None:
+        """Upload checkpoints/final/policy (weights, tokenizer, model card) to the Hugging Face Hub repo
+        `repo_id`, created if missing; token: HF_TOKEN or the stored login by default. Main process only;
+        returns the repo's URL there."""
+        if not self.is_main:
+            return None
+        folder = self.run_dir / "checkpoints" / "final" / "policy"
+        if not folder.is_dir():
+            raise UserError(f"--push-to-hub {repo_id}: {folder} does not exist (the run has not finished)")
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"zyn_ppo: {self.run_dir.name}, "
+                          f"step {self.step}")
+        print(f"zyn_ppo: pushed {folder} to {url}", file=sys.stderr)
+        return str(url)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t_start

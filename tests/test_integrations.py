@@ -1,5 +1,5 @@
-"""What a finished run hands to others: the model card and --push-to-hub (to a local stand-in of the Hub,
-never the network)."""
+"""What a finished run hands to others: the model card, --push-to-hub (to a local stand-in of the Hub, never
+the network) and TensorBoard's text (the config and each evaluation's samples)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ import torch
 import zyn_ppo
 from helpers import PROMPTS, read_metrics, share_of_spaces, toy_config, toy_metrics
 from zyn_ppo import runio, script
+
+
+def tensorboard_texts(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
+    """tag -> [(step, text)] of the text summaries in run_dir/tensorboard, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    return {tag.removesuffix("/text_summary"): [(e.step, e.tensor_proto.string_val[0].decode())
+                                                 for e in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"] if tag.endswith("/text_summary")}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +47,17 @@ def test_final_checkpoint_has_a_model_card_and_still_verifies(toy_run):
         assert f"| {key} | {first} | {last} |" in card
     assert "| metric | step 0 | step 8 |" in card and "- Steps: 8 PPO optimizer steps" in card
     assert "Commit: `" in card and "from_pretrained(path)" in card and 'pipeline("text-generation"' in card
+
+
+def test_tensorboard_gets_the_config_and_samples_as_text(toy_run):
+    texts = tensorboard_texts(toy_run)
+    (step, config), = texts["config"]
+    assert step == 0 and config.startswith("```json") and '"logging_dir"' in config
+    assert [s for s, _ in texts["samples"]] == [0, 4, 8]  # one table per evaluation
+    table = texts["samples"][-1][1].splitlines()
+    assert table[0] == "| prompt | output | reward | length |" and len(table) == 2 + 4
+    rows = [json.loads(line) for line in (toy_run / "samples" / "eval_8.jsonl").read_text().splitlines()]
+    assert table[2].startswith(f"| {rows[0]['prompt']} | ")
 
 
 class FakeHfApi:

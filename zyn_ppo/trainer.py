@@ -589,7 +589,10 @@ class PPOTrainer:
         def write(folder: Path) -> None:
             self._write_state(folder, rngs)
             if name == "final":
-                write_model_card(folder / "policy", self.run_dir, self.step)
+                try:
+                    write_model_card(folder / "policy", self.run_dir, self.step)
+                except Exception as error:  # a card must never cost the final checkpoint
+                    warnings.warn(f"no model card in the final checkpoint: {type(error).__name__}: {error}")
 
         if self.is_main:
             runio.write_checkpoint(self.run_dir / "checkpoints", name, write, self.step)

@@ -126,3 +126,20 @@ def test_card_front_matter_names_a_hub_base_model_and_a_known_license():
     assert "base_model: lvwerra/gpt2-imdb" in front("lvwerra/gpt2-imdb")
     embedded = front("smollm2-135m-instruct")  # no Hub id here, but its license is known
     assert "base_model" not in embedded and "license: apache-2.0" in embedded
+
+
+def test_a_failed_upload_is_one_line_naming_the_folder(toy_run, monkeypatch):
+    import huggingface_hub
+
+    class RefusingHfApi(FakeHfApi):
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            raise OSError("401 Client Error: Unauthorized\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RefusingHfApi)
+    trainer = zyn_ppo.PPOTrainer.__new__(zyn_ppo.PPOTrainer)  # only what push_to_hub reads
+    trainer.is_main, trainer.run_dir, trainer.step = True, toy_run, 8
+    with pytest.raises(zyn_ppo.UserError) as error:
+        trainer.push_to_hub("me/zyn")
+    message = str(error.value)
+    assert "\n" not in message and "401 Client Error: Unauthorized" in message
+    assert f"hf upload me/zyn {toy_run / 'checkpoints' / 'final' / 'policy'}" in message

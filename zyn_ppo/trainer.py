@@ -586,6 +586,7 @@ class PPOTrainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object([rng])
+
         def write(folder: Path) -> None:
             self._write_state(folder, rngs)
             if name == "final":
@@ -623,10 +624,15 @@ class PPOTrainer:
             raise UserError(f"--push-to-hub {repo_id}: {folder} does not exist (the run has not finished)")
         from huggingface_hub import HfApi
 
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"zyn_ppo: {self.run_dir.name}, "
-                          f"step {self.step}")
+        try:
+            api = HfApi(token=token)
+            url = api.create_repo(repo_id, exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                              commit_message=f"zyn_ppo: {self.run_dir.name}, step {self.step}")
+        except Exception as error:  # network, permissions, quota: the trained policy stays on disk
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"--push-to-hub {repo_id}: the upload failed ({first}); the policy is in {folder}, "
+                            f"upload it with `hf upload {repo_id} {folder}`") from error
         print(f"zyn_ppo: pushed {folder} to {url}", file=sys.stderr)
         return str(url)
 

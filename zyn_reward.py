@@ -356,6 +356,24 @@ class ZeroShotRewardModel:
             metrics["prob_ensemble"] = self._ensemble(p).tolist()
         return metrics
 
+    def __call__(self, samples: Sequence[str], **kwargs) -> list[float]:
+        """rm(texts): the rewards, as rm.reward_fn(texts) (so rm itself is a zyn_ppo/trlx reward_fn)."""
+        return self.reward_fn(samples)
+
+    def to(self, device: str | torch.device) -> "ZeroShotRewardModel":
+        """Move the judge to `device`; later calls run there (kept caches are dropped). Returns self."""
+        device = _torch_device(device)
+        with self._lock:
+            try:
+                self.model.to(device)
+            except (RuntimeError, AssertionError) as error:  # a device type this torch build cannot use
+                raise ValueError(f"cannot move the judge to {str(device)!r}: "
+                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}") from None
+            self.device = next(self.model.parameters()).device
+            self._prefix_caches.clear()
+            self._last = None
+        return self
+
     def as_trl_reward(self, include_prompt: bool = True) -> Callable[..., list[float]]:
         """A TRL reward function (GRPO/RLOO): f(prompts, completions, **kwargs) -> list[float].
 
@@ -829,6 +847,22 @@ def _locate_model(name: str) -> tuple[str, dict]:
     return name, {}
 
 
+def _torch_device(device) -> torch.device:
+    """`device` as a torch.device that exists here, else a one-line ValueError."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or "
+                         "cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use "
+                         "--device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                         "GPU(s)")
+    return device
+
+
 def _load(model, tokenizer, device, dtype):
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
                               PreTrainedModel)
@@ -840,14 +874,7 @@ def _load(model, tokenizer, device, dtype):
     if dtype not in (None, "auto", torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be float32, bfloat16, float16 or 'auto', got {dtype}")
     if device is not None:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or "
-                             "cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use "
-                             "--device cpu")
+        device = _torch_device(device)
     extra: dict = {}
     if isinstance(model, (str, Path)):
         name = str(model)

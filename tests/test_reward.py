@@ -281,6 +281,25 @@ def test_trl_adapter(judges, tokenizer):
         reward(["a"], [42])
 
 
+
+def test_call_and_to_device(judges, tokenizer):
+    """rm(texts) is rm.reward_fn(texts); rm.to(device) returns rm, scores the same there, and refuses a
+    device that does not exist in one line."""
+    rm = ZeroShotRewardModel(tiny_models.sharpen(tiny_models.tiny_llama(tokenizer)),
+                             YesNoQuestion("Is this text about a film?", examples=[("A film.", "yes")]),
+                             tokenizer=tokenizer)
+    before = rm(TEXTS)
+    assert before == rm.reward_fn(TEXTS) and rm(TEXTS, prompts=TEXTS) == before  # also a zyn_ppo reward_fn
+    assert rm.to("cpu") is rm and rm.device == torch.device("cpu")
+    assert not rm._prefix_caches and rm._last is None
+    assert rm(TEXTS) == pytest.approx(before, abs=1e-6) and rm._prefix_caches  # the prefix cache is rebuilt
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a machine without one)
+    for device in (missing, "no-such-device"):
+        with pytest.raises(ValueError) as error:
+            rm.to(device)
+        assert "\n" not in str(error.value) and repr(device)[1:-1] in str(error.value), str(error.value)
+    assert rm.device == torch.device("cpu") and rm(TEXTS) == pytest.approx(before, abs=1e-6)
+
 def test_clear_errors(judges, tokenizer):
     with pytest.raises(ValueError, match="non-empty"):
         YesNoQuestion("  ")

@@ -136,7 +136,7 @@ def test_help_lists_every_flag():
         proc = run(script, "--help")
         assert proc.returncode == 0, proc.stderr
         for flag in ["--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge",
-                     "--policy", "--print-config", "--overrides"]:
+                     "--policy", "--print-config", "--overrides", "--push-to-hub"]:
             assert flag in proc.stdout, (script, flag)
 
 

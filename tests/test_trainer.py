@@ -216,6 +216,22 @@ def test_two_processes(tiny_gpt2_dir, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "final" / "trainer_state.pt").exists()
 
 
+
+def test_accelerate_cpu_launch_of_one_process_is_refused(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """`accelerate launch --cpu --num_processes 2` starts one process with MASTER_ADDR but no rank: refused."""
+    from zyn_ppo.trainer import check_launch
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(zyn_ppo.UserError, match="torchrun --nproc_per_node N") as error:
+        zyn_ppo.train(share_of_spaces, PROMPTS, config=toy_config(tiny_gpt2_dir, tmp_path / "run"))
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+    check_launch({"ACCELERATE_USE_CPU": "True"})  # accelerate launch --cpu: one process asked for
+    check_launch({"MASTER_ADDR": "localhost", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"})  # torchrun
+    check_launch({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "h", "PMI_SIZE": "2"})  # accelerate's mpirun
+
 def test_inverse_cdf_sampling_draws_from_the_softmax():
     from zyn_ppo.trainer import InverseCDFSampling
 

@@ -49,7 +49,8 @@ Run directory (`train.logging_dir`, only the main process writes):
 - checkpoints/step_<n> (the last two periodic ones) and checkpoints/final: policy/ (save_pretrained +
   tokenizer), value_head.pt, reference_branch.pt (hydra), trainer_state.pt (optimizer, scheduler, KL
   coefficient, reward statistics, rollout store, prompt order, RNG states, step), meta.json (step and a
-  sha256 of every file). Written to a temporary folder and renamed. `train.resume_from_checkpoint: auto`
+  sha256 of every file); the final one's policy/ also holds a model card, README.md (card.py). Written to a
+  temporary folder and renamed. `train.resume_from_checkpoint: auto`
   continues from the latest intact one (a damaged one is skipped with a warning naming the file): lines of
   metrics.jsonl after its step are dropped, time/elapsed continues, and on one process the resumed curve is
   identical to an uninterrupted run. Ctrl-C or SIGTERM saves a checkpoint after the current step; a second
@@ -73,8 +74,8 @@ deliberate:
 Neither trlx nor zyn_ppo runs dropout during PPO (logprobs at the first PPO step equal the rollout's).
 
 Layout: config.py (settings), core.py (the maths), model.py (policy, value head, reference, freezing),
-trainer.py (the loop), runio.py (run directory, logging, checkpoints), script.py (what the experiment
-scripts share).
+trainer.py (the loop), runio.py (run directory, logging, checkpoints), card.py (the final policy's model
+card), script.py (what the experiment scripts share).
 """
 
 from .config import ConfigError, TRLConfig, UserError

@@ -267,7 +267,9 @@ def _wandb_logged_in() -> bool:
 
 class RunLogger:
     """metrics.jsonl always; W&B (offline without an API key, never a login prompt) or TensorBoard when
-    asked. Only the main process writes. `record` (the run's run.json) is sent to W&B as its config."""
+    asked. Only the main process writes. `record` (the run's run.json) is sent to W&B as its config and to
+    TensorBoard as the text "config"; each evaluation's samples go to W&B as a table and to TensorBoard as
+    the text "samples" (a markdown table)."""
 
     def __init__(self, run_dir: Path, tracker: str | None, record: dict | None = None, enabled: bool = True,
                  resume_id: str | None = None, project: str = "zyn", entity: str | None = None,
@@ -288,6 +290,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.run = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            if record:
+                self.run.add_text("config", "```json\n" + json.dumps(record, indent=1, default=str) + "\n```", 0)
         else:
             raise UserError(f"tracker must be 'wandb', 'tensorboard' or none, got {tracker!r}")
         self.kind = tracker
@@ -325,6 +329,21 @@ class RunLogger:
             columns = list(flat[0])
             self.run.log({"samples": wandb.Table(columns=columns, data=[[str(r[c]) for c in columns] for r in flat])},
                          step=step)
+        elif self.kind == "tensorboard" and rows:
+            self.run.add_text("samples", self.samples_markdown(rows), step)
+
+    @staticmethod
+    def samples_markdown(rows: list[dict]) -> str:
+        """Samples as a markdown table: prompt | output | reward | one column per metric."""
+        def cell(x) -> str:
+            return str(significant(x) if isinstance(x, float) else x).replace("|", "\\|").replace("\n", "<br>")
+
+        names = list(rows[0]["metrics"])
+        lines = ["| " + " | ".join(["prompt", "output", "reward", *names]) + " |", "|---" * (3 + len(names)) + "|"]
+        for r in rows:
+            cells = [r["prompt"], r["output"], r["reward"], *(r["metrics"][n] for n in names)]
+            lines.append("| " + " | ".join(cell(x) for x in cells) + " |")
+        return "\n".join(lines)
 
     def close(self) -> None:
         if self.kind == "wandb":

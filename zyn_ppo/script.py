@@ -74,6 +74,9 @@ class ScriptArgs:
     """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
     overwrite: bool = False
     """where the run directory holds another run's results, move them aside (to <dir>.old-<time>) and start"""
+    push_to_hub: str | None = None
+    """after training, upload checkpoints/final/policy (weights, tokenizer, model card) to this Hugging Face
+    Hub repo, e.g. me/zyn-sentiment (created if missing; token from HF_TOKEN or `hf auth login`)"""
     print_config: bool = False
     """print the resolved config and the models and data a run would load, then exit"""
     debug: bool = False
@@ -277,6 +280,8 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         print(f"run directory: {run_dir}")
         if args.print_config:
             return
+        if args.push_to_hub:
+            check_push(args.push_to_hub)
         check_hub([judge.model_name if hasattr(judge, "model_name") else None, run["policy"], run["tokenizer"],
                    *preset.hub])
         prompts, eval_prompts = load_prompts(args)
@@ -293,6 +298,21 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
                         config=config, run_info=run, overwrite=args.overwrite)
         if after is not None:
             after(args, trainer.run_dir)
+        if args.push_to_hub:
+            trainer.push_to_hub(args.push_to_hub)
+
+
+def check_push(repo_id: str) -> None:
+    """Before training: --push-to-hub needs a valid repo id and a token (HF_TOKEN or a stored login)."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UserError(f"--push-to-hub {repo_id!r} is not a Hub repo id ({error})") from None
+    if not get_token():
+        raise UserError(f"--push-to-hub {repo_id}: no Hugging Face token; set HF_TOKEN or run `hf auth login`")
 
 
 class _Lazy:

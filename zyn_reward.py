@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import difflib
 import inspect
 import io
@@ -44,7 +45,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from zyn_models import EMBEDDED_MODELS, embedded_model_path  # noqa: F401  (re-exported)
+from zyn_models import (EMBEDDED_MODELS, TRUE_VALUES, UserError, embedded_model_path,  # noqa: F401  (re-exported)
+                        hub_cache_dir, hub_cached, hub_offline, hub_unreachable)
 
 TEMPLATES = {
     "flan_review": "Review: {text}\n\n {question} Response:",
@@ -74,12 +76,8 @@ _ANSWERS = {"yes": "yes", "no": "no", "y": "yes", "n": "no", "true": "yes", "fal
             "0": "no", "positive": "yes", "negative": "no", "pos": "yes", "neg": "no"}
 
 
-class ModelLoadError(OSError):
+class ModelLoadError(UserError, OSError):
     """A judge could not be found or loaded; the message says what was tried and how to fix it."""
-
-
-class UserError(ValueError):
-    """Bad input to the command line: printed as one `error: ...` line, exit status 2."""
 
 
 def _answer(value, what: str) -> str:
@@ -90,7 +88,7 @@ def _answer(value, what: str) -> str:
         return "yes" if value == 1 else "no"
     if isinstance(value, str) and value.strip().lower() in _ANSWERS:
         return _ANSWERS[value.strip().lower()]
-    raise ValueError(f"{what} must be 'yes' or 'no', got {value!r}")
+    raise UserError(f"{what} must be 'yes' or 'no', got {value!r}")
 
 
 @dataclass
@@ -113,24 +111,24 @@ class YesNoQuestion:
 
     def __post_init__(self):
         if not isinstance(self.question, str) or not self.question.strip():
-            raise ValueError("question must be a non-empty string")
+            raise UserError("question must be a non-empty string")
         if not isinstance(self.target, str) or self.target.lower() not in ("yes", "no"):
-            raise ValueError(f"target must be 'yes' or 'no', got {self.target!r}")
+            raise UserError(f"target must be 'yes' or 'no', got {self.target!r}")
         self.target = self.target.lower()
         if not isinstance(self.template, str):
             raise TypeError(f"template must be a string, got {type(self.template).__name__}")
         self.template = TEMPLATES.get(self.template, self.template)
         for field in ("{text}", "{question}"):
             if field not in self.template:
-                raise ValueError(f"template must contain {field}: {self.template!r}")
+                raise UserError(f"template must contain {field}: {self.template!r}")
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)):
             raise TypeError(f"weight must be a number, got {self.weight!r}")
         if not math.isfinite(self.weight) or self.weight < 0:
-            raise ValueError(f"weight must be finite and >= 0, got {self.weight}")
+            raise UserError(f"weight must be finite and >= 0, got {self.weight}")
         if self.name is None:
             self.name = re.sub(r"[^a-z0-9]+", "_", self.question.lower()).strip("_")[:48] or "question"
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError("name must be a non-empty string")
+            raise UserError("name must be a non-empty string")
         if isinstance(self.examples, (str, bytes)) or not isinstance(self.examples, (list, tuple)):
             raise TypeError("examples must be a list of (text, 'yes' or 'no') pairs")
         examples = []
@@ -154,7 +152,7 @@ class YesNoQuestion:
         target = _answer(target, "target")
         flip = {"yes": "no", "no": "yes"}
         if isinstance(question, str) and isinstance(negation, str) and question.strip() == negation.strip():
-            raise ValueError("pair needs two different questions: a question and its negation")
+            raise UserError("pair needs two different questions: a question and its negation")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise TypeError(f"weight must be a number, got {weight!r}")
         first = cls(question, target, template, weight / 2, name, examples)
@@ -181,6 +179,109 @@ class YesNoQuestion:
             turns += [{"role": "user", "content": self._one(t)},
                       {"role": "assistant", "content": EXAMPLE_ANSWERS[a]}]
         return turns + [{"role": "user", "content": self._one(text)}]
+
+
+YES_NO = ("yes", "no")
+
+
+@dataclass
+class JudgeSpec:
+    """How a judge is asked one question: the question and its way of asking travel together.
+
+    The paper's recipe is the default: a yes/no question in a Flan-style template, answered Yes or No, the
+    reward (P - 0.5) * 10 (Eq. 3). A small judge may answer the same question better another way, e.g.
+    gemma-3-270m completing "Review: <text>\nSentiment:" with "positive" or "negative"; such a phrasing
+    records in `asks` the plain question it stands for (its metrics are named after it), and in `model`
+    the judge it was measured on. `python zyn_reward.py tune` measures phrasings and writes the winner as a
+    JSON file that the experiment scripts read with --judge-spec.
+
+        JudgeSpec("Is this movie review positive?")                               # the paper's way
+        JudgeSpec("Sentiment:", template="Review: {text}\n{question}", answers=("positive", "negative"),
+                  transform="logodds", asks="Is this movie review positive?", model="gemma-3-270m")
+    """
+
+    question: str
+    template: str = "flan_review"
+    answers: tuple[str, str] = ("Yes", "No")
+    """the rewarded answer word first (Eq. 3 with these words for Yes and No)"""
+    transform: str = "centered"
+    target: str = "yes"
+    """which answer earns the reward: yes (the first word) or no (the second)"""
+    negation: str = ""
+    """a negated question, averaged with the question for the opposite answer (Eq. 4); "" for none"""
+    calibrate: bool = False
+    chat_template: bool = False
+    asks: str = ""
+    """the plain yes/no question this phrasing stands for ("" : the question itself)"""
+    model: str = ""
+    """the judge this phrasing was measured on ("": any)"""
+
+    def __post_init__(self):
+        if isinstance(self.answers, str) or len(tuple(self.answers)) != 2:
+            raise UserError(f"answers must be two words, the rewarded one first, got {self.answers!r}")
+        self.answers = tuple(self.answers)
+        if self.transform not in TRANSFORMS:
+            raise UserError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        self.target = _answer(self.target, "target")
+        self.template = TEMPLATES.get(self.template, self.template)
+        yes_no = [a.strip().lower() for a in self.answers] == list(YES_NO)
+        for question in filter(None, (self.question, self.negation)):
+            if question.rstrip().endswith("?") and not yes_no:
+                raise UserError(
+                    f"the question {question!r} asks yes or no, but the answer words are {self.answers[0]!r}/"
+                    f"{self.answers[1]!r}: answer it Yes/No (answers=('Yes', 'No')), or ask with a label prompt "
+                    "such as 'Sentiment:' (python zyn_reward.py tune measures which works)")
+
+    @property
+    def stands_for(self) -> str:
+        return self.asks or self.question
+
+    def questions(self, examples: Sequence[tuple[str, str]] = ()) -> list[YesNoQuestion]:
+        """The YesNoQuestions a ZeroShotRewardModel asks (the question, and its negation when there is one)."""
+        name = re.sub(r"[^a-z0-9]+", "_", self.stands_for.lower()).strip("_")[:48] or "question"
+        if self.negation:
+            return YesNoQuestion.pair(self.question, self.negation, target=self.target, template=self.template,
+                                      name=name, examples=examples)
+        return [YesNoQuestion(self.question, target=self.target, template=self.template, name=name,
+                              examples=examples)]
+
+    def reward_options(self) -> dict:
+        """The ZeroShotRewardModel keyword arguments of this way of asking."""
+        return dict(yes_words=(self.answers[0],), no_words=(self.answers[1],), transform=self.transform,
+                    calibrate=self.calibrate, chat_template=self.chat_template)
+
+    def describe(self) -> str:
+        """One line: how the question is asked."""
+        how = (f"{self.question!r} in {self.template!r}, answered {self.answers[0]!r}/{self.answers[1]!r} "
+               f"(target {self.target}), reward {self.transform}")
+        extras = [f"negation {self.negation!r}" if self.negation else "", "calibrated" if self.calibrate else "",
+                  "chat template" if self.chat_template else ""]
+        return how + "".join(f", {e}" for e in extras if e)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str) -> "JudgeSpec":
+        """A spec written by `python zyn_reward.py tune --out FILE` (its "spec" entry) or a bare spec object."""
+        import json
+
+        try:
+            data = json.loads(_read_text_file(path, "judge spec"))
+        except ValueError as error:
+            raise UserError(f"--judge-spec {path}: {_one_line(error)}") from None
+        except OSError as error:
+            raise UserError(f"--judge-spec: {_one_line(error)}") from None
+        data = data.get("spec", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise UserError(f"--judge-spec {path}: expected a JSON object with the fields of JudgeSpec")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise UserError(f"--judge-spec {path}: unknown field(s) {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise UserError(f"--judge-spec {path}: {error}") from None
 
 
 def _check_texts(texts, what: str = "texts") -> list[str]:
@@ -271,20 +372,20 @@ class ZeroShotRewardModel:
             questions = [questions]
         questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
         if not questions:
-            raise ValueError("give at least one question")
+            raise UserError("give at least one question")
         for q in questions:
             if not isinstance(q, YesNoQuestion):
                 raise TypeError(f"questions must be YesNoQuestion or str, got {type(q).__name__}")
         names = [q.name for q in questions]
         if len(set(names)) != len(names):
-            raise ValueError(f"question names must be unique, got {names}; pass name=... to tell them apart")
+            raise UserError(f"question names must be unique, got {names}; pass name=... to tell them apart")
         if sum(q.weight for q in questions) <= 0:
-            raise ValueError("question weights must not all be zero")
+            raise UserError("question weights must not all be zero")
         if transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+            raise UserError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
         for key, value in (("batch_size", batch_size), ("token_budget", token_budget)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
+                raise UserError(f"{key} must be a positive integer or None, got {value!r}")
         self.questions = questions
         self.transform = transform
         self.batch_size = batch_size
@@ -306,11 +407,11 @@ class ZeroShotRewardModel:
         self.no_ids = _resolve_words(self.tokenizer, no_words, "no_words")
         shared = set(self.yes_ids) & set(self.no_ids)
         if shared:
-            raise ValueError(f"yes_words and no_words share token ids {sorted(shared)}")
+            raise UserError(f"yes_words and no_words share token ids {sorted(shared)}")
         if max_length is None:
             max_length = _default_max_length(self.tokenizer, config)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+            raise UserError(f"max_length must be a positive integer, got {max_length!r}")
         self.max_length = max_length
         params = inspect.signature(self.model.forward).parameters
         self._accepts = set(params)
@@ -327,7 +428,7 @@ class ZeroShotRewardModel:
             free = list(CONTENT_FREE) if calibrate is True else _check_texts(
                 [calibrate] if isinstance(calibrate, str) else calibrate, "calibrate")
             if not free:
-                raise ValueError("calibrate needs at least one content-free text")
+                raise UserError("calibrate needs at least one content-free text")
             self.calibration = calibration_offset(self._log_odds(free))
 
     # ---------------------------------------------------------------------------------------------
@@ -367,7 +468,7 @@ class ZeroShotRewardModel:
             try:
                 self.model.to(device)
             except (RuntimeError, AssertionError) as error:  # a device type this torch build cannot use
-                raise ValueError(f"cannot move the judge to {str(device)!r}: "
+                raise UserError(f"cannot move the judge to {str(device)!r}: "
                                  f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}") from None
             self.device = next(self.model.parameters()).device
             self._prefix_caches.clear()
@@ -389,7 +490,7 @@ class ZeroShotRewardModel:
                 prompts = [""] * len(completions)
             prompts = list(prompts)
             if len(prompts) != len(completions):
-                raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+                raise UserError(f"{len(prompts)} prompts but {len(completions)} completions")
             texts = [_join_turns(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
             return self.reward_fn(texts)
 
@@ -456,7 +557,7 @@ class ZeroShotRewardModel:
         budget = self.max_length - overhead
         if budget < 1:
             shots = f" and {len(question.examples)} examples" if question.examples else ""
-            raise ValueError(
+            raise UserError(
                 f"template{shots} and question alone take {overhead} tokens, max_length is {self.max_length}"
             )
         keep_end = getattr(self.tokenizer, "truncation_side", "right") == "left"
@@ -695,7 +796,7 @@ def transform_reward(p, kind: str = "centered"):
     if kind == "prob":
         return p
     if kind != "logodds":
-        raise ValueError(f"unknown transform {kind!r}; choose one of {TRANSFORMS}")
+        raise UserError(f"unknown transform {kind!r}; choose one of {TRANSFORMS}")
     if isinstance(p, torch.Tensor):
         p = p.clamp(1e-12, 1 - 1e-12)
         return torch.log(p) - torch.log1p(-p)
@@ -730,22 +831,22 @@ def _resolve_words(tokenizer, words: Sequence[str], what: str) -> list[int]:
     if isinstance(words, str):
         words = [words]
     if not words:
-        raise ValueError(f"{what} must name at least one word")
+        raise UserError(f"{what} must name at least one word")
     unk = getattr(tokenizer, "unk_token_id", None)
     ids: list[int] = []
     for word in words:
         if not isinstance(word, str) or not word.strip():
-            raise ValueError(f"{what} must be non-empty strings, got {word!r}")
+            raise UserError(f"{what} must be non-empty strings, got {word!r}")
         variant = word[1:] if word.startswith(" ") else " " + word
         forms = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in (word, variant)]
         singles = [f[0] for f in forms if len(f) == 1 and f[0] != unk]
         if not singles:  # neither the word nor its leading-space variant is one known token
             if len(forms[0]) == 1:
-                raise ValueError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the "
+                raise UserError(f"{what}: {word!r} is not in this tokenizer's vocabulary (it becomes the "
                                  f"unknown token {tokenizer.unk_token!r}); choose a word the judge knows, such "
                                  "as 'Yes'/'No'")
             pieces = tokenizer.convert_ids_to_tokens(forms[0])
-            raise ValueError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
+            raise UserError(f"{what}: {word!r} is not a single token for this tokenizer (it is {pieces})")
         for token in singles:
             if token not in ids:
                 ids.append(token)
@@ -763,45 +864,6 @@ def _default_max_length(tokenizer, config) -> int:
 # --------------------------------------------------------------------------------------------------
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
-_TRUE = ("1", "true", "yes", "on")
-
-
-def _hub_offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in _TRUE
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hub_cache_dir() -> str:
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
-    return os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
-
-
-def _hub_cached(name: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        found = try_to_load_from_cache(name, "config.json", cache_dir=_hub_cache_dir())
-    except Exception:  # an odd name or cache layout: treat as not cached
-        return False
-    return isinstance(found, str)
-
-
-def _hub_unreachable(timeout: float = 5.0) -> str | None:
-    """None when the hub answers (any HTTP status), else why it cannot be reached."""
-    import urllib.error
-    import urllib.request
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        urllib.request.urlopen(endpoint, timeout=timeout)
-    except urllib.error.HTTPError:
-        return None
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        return f"{endpoint}: {reason}"
-    return None
-
-
 def _looks_like_path(name: str) -> bool:
     return (os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.endswith("/")
             or name.count("/") > 1 or not _HUB_ID.match(name))
@@ -830,20 +892,20 @@ def _locate_model(name: str) -> tuple[str, dict]:
         raise ModelLoadError(f"model {name!r} is a file; give the folder that holds its config.json")
     if _looks_like_path(name):
         raise ModelLoadError(f"model {name!r}: no such local folder, and {not_embedded}; check the path")
-    cached = _hub_cached(name)
-    if _hub_offline():
+    cached = hub_cached(name)
+    if hub_offline():
         if cached:
             return name, {"local_files_only": True}
         raise ModelLoadError(
             f"model {name!r}: {not_embedded}, not a local folder, and not in the Hugging Face cache "
-            f"({_hub_cache_dir()}) while HF_HUB_OFFLINE is set; unset it to download, or give a folder")
-    unreachable = _hub_unreachable()
+            f"({hub_cache_dir()}) while HF_HUB_OFFLINE is set; unset it to download, or give a folder")
+    unreachable = hub_unreachable()
     if unreachable:
         if cached:
             return name, {"local_files_only": True}
         raise ModelLoadError(
             f"model {name!r}: {not_embedded}, not a local folder, not in the Hugging Face cache "
-            f"({_hub_cache_dir()}), and the hub is unreachable ({unreachable}); connect, or give a folder")
+            f"({hub_cache_dir()}), and the hub is unreachable ({unreachable}); connect, or give a folder")
     return name, {}
 
 
@@ -852,13 +914,13 @@ def _torch_device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or "
+        raise UserError(f"device {device!r} is not a torch device ({error}); use cpu, cuda or "
                          "cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use "
+        raise UserError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use "
                          "--device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(device)!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+        raise UserError(f"device {str(device)!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
                          "GPU(s)")
     return device
 
@@ -870,9 +932,9 @@ def _load(model, tokenizer, device, dtype):
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError("dtype must be a torch dtype or one of 'float32', 'bfloat16', 'float16', 'auto'")
+            raise UserError("dtype must be a torch dtype or one of 'float32', 'bfloat16', 'float16', 'auto'")
     if dtype not in (None, "auto", torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be float32, bfloat16, float16 or 'auto', got {dtype}")
+        raise UserError(f"dtype must be float32, bfloat16, float16 or 'auto', got {dtype}")
     if device is not None:
         device = _torch_device(device)
     extra: dict = {}
@@ -895,7 +957,7 @@ def _load(model, tokenizer, device, dtype):
         raise TypeError(f"model must be a name, a folder or a PreTrainedModel, got {type(model).__name__}")
     if tokenizer is None:
         if not model.name_or_path:
-            raise ValueError("pass tokenizer= for a model that was not loaded from a name or folder")
+            raise UserError("pass tokenizer= for a model that was not loaded from a name or folder")
         tokenizer = model.name_or_path
     if isinstance(tokenizer, (str, Path)):
         name = str(tokenizer)
@@ -984,11 +1046,11 @@ def _read_text_file(path: str, what: str) -> str:
         except FileNotFoundError:
             raise FileNotFoundError(f"{what} {path!r} does not exist; check the path") from None
     if b"\x00" in data[:65536]:
-        raise ValueError(f"{what} {where} looks binary (it holds NUL bytes); give a UTF-8 text file")
+        raise UserError(f"{what} {where} looks binary (it holds NUL bytes); give a UTF-8 text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{what} {where} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+        raise UserError(f"{what} {where} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
                          f"{error.start}); save it as UTF-8") from None
 
 
@@ -1011,14 +1073,14 @@ def read_labeled(path: str, text_column: str = "text",
     try:
         header = next(reader, None)
     except csv.Error as error:
-        raise ValueError(f"{path}:1: not a valid CSV header ({error})") from None
+        raise UserError(f"{path}:1: not a valid CSV header ({error})") from None
     if not header:
-        raise ValueError(f"{path}: empty file; it needs a header line {text_column},{label_column} and one "
+        raise UserError(f"{path}: empty file; it needs a header line {text_column},{label_column} and one "
                          "row per example")
     names = [h.strip().lower() for h in header]
     missing = [c for c in (text_column, label_column) if c.strip().lower() not in names]
     if missing:
-        raise ValueError(f"{path}:1: no column {' or '.join(repr(m) for m in missing)} in the header "
+        raise UserError(f"{path}:1: no column {' or '.join(repr(m) for m in missing)} in the header "
                          f"{header}; name the columns {text_column},{label_column} (or pass "
                          "--text-column/--label-column)")
     ti, li = names.index(text_column.strip().lower()), names.index(label_column.strip().lower())
@@ -1028,17 +1090,17 @@ def read_labeled(path: str, text_column: str = "text",
         try:
             row = next(reader, None)
         except csv.Error as error:
-            raise ValueError(f"{path}:{start}: not valid CSV ({error})") from None
+            raise UserError(f"{path}:{start}: not valid CSV ({error})") from None
         if row is None:
             break
         if not row:  # a blank line
             continue
         if len(row) <= max(ti, li):
-            raise ValueError(f"{path}:{start}: {len(row)} field(s), the header has {len(header)}; "
+            raise UserError(f"{path}:{start}: {len(row)} field(s), the header has {len(header)}; "
                              f"each row needs a {text_column} and a {label_column}")
         label = _parse_label(row[li])
         if label is None:
-            raise ValueError(f"{path}:{start}: unknown label {row[li]!r} in column {label_column!r}; "
+            raise UserError(f"{path}:{start}: unknown label {row[li]!r} in column {label_column!r}; "
                              "use 1/0, yes/no, true/false or positive/negative")
         texts.append(row[ti])
         labels.append(label)
@@ -1142,12 +1204,12 @@ def _run(args) -> None:
         if args.command == "score":
             texts = split_lines(_read_text_file(args.file, "texts file"))
             if not texts:
-                raise ValueError(f"no texts: {'standard input' if args.file == '-' else args.file} is empty; "
+                raise UserError(f"no texts: {'standard input' if args.file == '-' else args.file} is empty; "
                                  "give one text per line")
         else:
             texts, labels = read_labeled(args.labeled, args.text_column, args.label_column)
             if not texts:
-                raise ValueError(f"{args.labeled}: no examples (a header but no rows); add rows text,label")
+                raise UserError(f"{args.labeled}: no examples (a header but no rows); add rows text,label")
     except (OSError, ValueError) as error:
         raise UserError(_one_line(error)) from error
     from transformers.utils import logging as transformers_logging
@@ -1190,7 +1252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The command line. A user error prints one line `error: <what, where, how to fix>` on stderr and
     exits with status 2; --debug (or ZYN_DEBUG=1) raises it with its traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("ZYN_DEBUG", "").strip().lower() in _TRUE
+    debug = "--debug" in argv or os.environ.get("ZYN_DEBUG", "").strip().lower() in TRUE_VALUES
     try:
         _run(_build_parser().parse_args(argv))
     except UserError as error:

@@ -3,8 +3,8 @@
 Every configuration trains the same small random GPT-2 policy on the same prompts, toy reward, batch and
 generation length, each in its own subprocess (so memory peaks do not mix), repeated; medians reported.
 
-    python benchmarks/bench_ppo.py                       # about 12 minutes on 2 shared CPU cores
-    python benchmarks/bench_ppo.py --repeats 1 --episodes 64
+    python -m benchmarks.bench_ppo                       # about 12 minutes on 2 shared CPU cores
+    python -m benchmarks.bench_ppo --repeats 1 --episodes 64
 
 Timing covers the training loop only (model loading excluded; zyn_ppo's evaluations subtracted, TRL's
 train_runtime). Peak memory is the process's peak RSS (ru_maxrss), also shown above the RSS after imports.

@@ -1,8 +1,8 @@
 """Fault harness for zyn_serve (not a timed test): concurrent clients, a stalled client, SIGTERM mid-load.
 
-    python benchmarks/fault_serve.py               # 64 clients, a tiny random judge, SIGTERM after 10 s
-    python benchmarks/fault_serve.py --model smollm2-135m-instruct  # the embedded judge
-    python benchmarks/fault_serve.py --output benchmarks/results_serve.md   # append the report there
+    python -m benchmarks.fault_serve               # 64 clients, a tiny random judge, SIGTERM after 10 s
+    python -m benchmarks.fault_serve --model smollm2-135m-instruct  # the embedded judge
+    python -m benchmarks.fault_serve --output benchmarks/results_serve.md   # append the report there
 
 A server process (`zyn_serve.py`) is started on 127.0.0.1. --clients clients, each with its own
 connection, send one-sample requests (OpenRLHF's format, a distinct text each) one after another, with no
@@ -34,14 +34,12 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_serve import END, PROMPT, make_responses, uptime  # noqa: E402
+from benchmarks.bench_serve import END, PROMPT, make_responses, uptime  # run as python -m benchmarks.fault_serve
 
 
 def tiny_judge(folder: str) -> str:
     """A tiny random Llama judge (tests/tiny_models.py) saved in `folder`: milliseconds per batch."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import tiny_models
+    from tests import tiny_models
 
     tokenizer = tiny_models.make_tokenizer()
     model = tiny_models.sharpen(tiny_models.tiny_llama(tokenizer), std=0.1)

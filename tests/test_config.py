@@ -134,9 +134,12 @@ def test_check_hub_skips_local_and_embedded_and_names_what_it_needed(tmp_path, m
         zyn_ppo.check_hub([str(tmp_path), "smollm2-135m-instruct", None])  # a folder, an embedded model
         m.setenv("HF_HUB_OFFLINE", "1")  # the local cache only
         zyn_ppo.check_hub(["some-org/some-model"])
-    with pytest.raises(SystemExit) as error:
+        m.delenv("HF_HUB_OFFLINE")
+        m.setenv("TRANSFORMERS_OFFLINE", "1")  # transformers' own name for it
+        zyn_ppo.check_hub(["some-org/some-model"])
+    with pytest.raises(zyn_ppo.UserError) as error:
         zyn_ppo.check_hub(["some-org/some-model", str(tmp_path), "some-org/some-model", "imdb"])
-    message = str(error.value.code)
+    message = str(error.value)
     assert "cannot reach http://127.0.0.1:9" in message and "--preset cpu" in message
     assert message.count("some-org/some-model") == 1 and "imdb" in message and str(tmp_path) not in message
 

@@ -10,25 +10,19 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from . import runio
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def git_commit(folder: Path = ROOT) -> str:
-    """The commit the code ran at ("<hash> plus uncommitted changes" when tracked files differ), or "unknown"."""
-    try:
-        run = lambda *a: subprocess.run(["git", "-C", str(folder), *a], capture_output=True, text=True,  # noqa: E731
-                                        timeout=10, check=True).stdout.strip()
-        commit = run("rev-parse", "HEAD")
-        return commit + (" plus uncommitted changes" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def git_commit(record: dict) -> str:
+    """The commit the run started at, as run.json recorded it ("<hash> plus uncommitted changes" when tracked
+    files differed), or "unknown"."""
+    code = record.get("environment", {}).get("code") or runio.code_version()
+    return code.get("commit", "unknown") + (" plus uncommitted changes" if code.get("dirty") else "")
 
 
 def base_license(name: str) -> str | None:
@@ -148,5 +142,5 @@ def write_model_card(folder: Path, run_dir: Path, step: int) -> Path:
     lines = samples.read_text().splitlines() if samples.exists() else []
     example = json.loads(lines[0])["prompt"] if lines else "The movie was"
     path = Path(folder) / "README.md"
-    path.write_text(model_card(record, rows, step, git_commit(), example))
+    path.write_text(model_card(record, rows, step, git_commit(record), example))
     return path

@@ -19,9 +19,7 @@ from typing import Any
 
 import yaml
 
-
-class UserError(ValueError):
-    """A problem with what the user asked for; scripts print it as one line and exit with status 2."""
+from zyn_models import UserError  # the project's one user-facing error: one line, exit status 2
 
 
 class ConfigError(UserError):

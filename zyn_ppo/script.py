@@ -212,11 +212,13 @@ def _find(path: str) -> Path:
 # ------------------------------------------------------------------------------------------------ errors
 @contextlib.contextmanager
 def user_errors(debug: bool = False):
-    """Turn a user error into one line on stderr and exit status 2 (debug: the traceback instead)."""
+    """Turn a user error (UserError: a configuration, an input file, a model that cannot be found or loaded)
+    into one line on stderr and exit status 2 (debug: the traceback instead). Anything else is a bug, in the
+    project or in the user's own code (a reward function, a check), and keeps its traceback."""
     debug = debug or os.environ.get("ZYN_DEBUG", "").lower() not in ("", "0", "false")
     try:
         yield
-    except (UserError, ValueError, TypeError, OSError) as error:
+    except UserError as error:
         if debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
@@ -331,7 +333,10 @@ def read_shots(path: str) -> list[tuple[str, str]]:
     """Few-shot examples for a judge: a CSV with columns text,label (label 1/0, yes/no, ...)."""
     from zyn_reward import read_labeled
 
-    texts, labels = read_labeled(str(_find(path)))
+    try:
+        texts, labels = read_labeled(str(_find(path)))
+    except OSError as error:
+        raise UserError(f"--shots: {error}") from None
     return [(text, "yes" if label else "no") for text, label in zip(texts, labels)]
 
 

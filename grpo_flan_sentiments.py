@@ -156,7 +156,8 @@ def resolve(args: Args) -> Args:
 def record(args: Args) -> dict:
     """What defines the run (recorded in run.json; a later run into the same directory must match)."""
     return {"args": {k: v for k, v in asdict(args).items() if k not in ("overwrite", "print_config", "debug")},
-            "judge": make_reward(args).describe(), "trl": "1.16.0 (GRPOTrainer)"}
+            "judge": make_reward(args).describe(), "trl": "1.16.0 (GRPOTrainer)",
+            "model_hashes": script.model_hashes(policy=args.policy, tokenizer=args.tokenizer, judge=args.judge)}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -169,7 +170,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         prompts = [" ".join(review.split()[:4]) for review in reviews]
     else:
         path = Path(args.prompts) if Path(args.prompts).is_absolute() else HERE / args.prompts
-        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        prompts = script.read_prompt_lines(path, args.num_eval)
     return prompts[:-args.num_eval], prompts[-args.num_eval:]
 
 
@@ -256,7 +257,7 @@ class ZynCallback(TrainerCallback):
         self.bar.close()
 
 
-def train(args: Args) -> Path:
+def train(args: Args, data: tuple[list[str], list[str]] | None = None) -> Path:
     """Check the run directory (one run, one writer, nothing lost), then train with TRL's GRPOTrainer."""
     run_dir = Path(args.logging_dir)
     with runio.RunLock(run_dir):
@@ -273,19 +274,20 @@ def train(args: Args) -> Path:
         elapsed = max([m["time/elapsed"] for m in kept if m.get("time/elapsed") is not None], default=0.0)
         if checkpoint:
             print(f"continuing {run_dir} from {checkpoint} (step {resume_step})", file=sys.stderr)
-        _train(args, run_dir, checkpoint, elapsed)
+        _train(args, run_dir, checkpoint, elapsed, data or load_prompts(args))
     print(runio.summarize(run_dir), flush=True)
     return run_dir
 
 
-def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float) -> None:
+def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float,
+           data: tuple[list[str], list[str]]) -> None:
     import trl
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     if trl.__version__ != "1.16.0":
         print(f"warning: written for trl==1.16.0 (requirements.txt), found {trl.__version__}", file=sys.stderr)
-    prompts, eval_prompts = load_prompts(args)
+    prompts, eval_prompts = data
     judge, external = make_reward(args), external_check(args)
     tokenizer = zyn_ppo.load_tokenizer(args.tokenizer or args.policy)
     model = zyn_ppo.load_causal_lm(args.policy)
@@ -322,7 +324,12 @@ def main(args: Args) -> None:
         if args.print_config:
             return
         zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
-        train(args)
+        # what can be checked before the run directory is written
+        script.check_model(args.policy, "policy", causal=True, supported=list(zyn_ppo.ARCHITECTURES))
+        if args.tokenizer and args.tokenizer != args.policy:
+            script.check_model(args.tokenizer, "tokenizer", config=False)
+        script.check_model(args.judge, "judge")
+        train(args, load_prompts(args))
 
 
 if __name__ == "__main__":

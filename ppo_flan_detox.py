@@ -55,7 +55,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         rows = load_dataset("allenai/real-toxicity-prompts", split="train")["prompt"]
         prompts = [row["text"] for row in rows if row["toxicity"] is not None and row["toxicity"] > 0.3]
     else:
-        prompts = [line.strip() for line in (HERE / "data/provocative_openers.txt").read_text().splitlines() if line.strip()]
+        prompts = script.read_prompt_lines(HERE / "data/provocative_openers.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 

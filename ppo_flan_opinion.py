@@ -57,7 +57,7 @@ class Args(script.ScriptArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the opinion prompts with {topic} filled in (both presets)."""
-    lines = [line.strip() for line in (HERE / "data/opinion_prompts.txt").read_text().splitlines() if line.strip()]
+    lines = script.read_prompt_lines(HERE / "data/opinion_prompts.txt", NUM_EVAL)
     prompts = [line.replace("{topic}", args.topic) for line in lines]
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:] * EVAL_REPEATS
 

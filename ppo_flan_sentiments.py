@@ -76,7 +76,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         reviews = load_dataset("imdb", split="train+test")["text"]
         prompts = [" ".join(review.split()[:4]) for review in reviews]
     else:
-        prompts = [line.strip() for line in (HERE / "data/movie_review_openers.txt").read_text().splitlines() if line.strip()]
+        prompts = script.read_prompt_lines(HERE / "data/movie_review_openers.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 

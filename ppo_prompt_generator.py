@@ -65,7 +65,7 @@ class Args(script.ScriptArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the short subjects of the prompt file (both presets)."""
-    prompts = [line.strip() for line in (HERE / "data/image_subjects.txt").read_text().splitlines() if line.strip()]
+    prompts = script.read_prompt_lines(HERE / "data/image_subjects.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 

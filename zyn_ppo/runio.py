@@ -8,9 +8,11 @@ A run directory belongs to one run:
 - nothing is deleted: a fresh start where results exist is refused unless asked (overwrite), and then the
   old directory is moved aside;
 - checkpoints are written atomically with a checksum of every file, the last two are kept, and loading
-  falls back to the previous good one, naming the broken file;
+  falls back to the previous good one, naming the broken file; a temporary folder left by a killed run is
+  completed (when whole) or removed on the next start, and removed at once when writing fails;
 - metrics.jsonl is appended line by line; a line cut mid-write (power loss, full disk) is dropped on
-  resume with a warning.
+  resume with a warning; samples files are written whole (a temporary file, then renamed);
+- a full disk is one line naming the file being written and how much space is free.
 
 `RunLogger` writes metrics.jsonl and, when asked, W&B (offline without an API key) or TensorBoard, for
 the PPO engine, the GRPO script and the QD search alike.
@@ -18,6 +20,8 @@ the PPO engine, the GRPO script and the QD search alike.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -116,9 +120,47 @@ def differences(old: dict, new: dict, safe: tuple = SAFE_TO_CHANGE) -> list[str]
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file beside it, renamed over it (removed on failure)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        with on_disk_full(path):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------ a full disk
+def is_disk_full(error: BaseException) -> bool:
+    """A write that failed for lack of space: ENOSPC/EDQUOT, or torch's and safetensors' own words for it
+    (torch.save reports a short write as "unexpected pos ..." or "file write failed")."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return any(s in str(error) for s in ("No space left on device", "StorageFull", "unexpected pos", "file write failed"))
+
+
+def free_space(path: Path) -> str:
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists():
+            return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    return "free space unknown"
+
+
+@contextlib.contextmanager
+def on_disk_full(path: Path, what: str = "", free: str | None = None):
+    """Turn a write that failed for lack of space into one line: the file, the free space, what to do."""
+    try:
+        yield
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise UserError(f"no space left on the device while writing {what + ' ' if what else ''}{path} "
+                        f"({free or free_space(path)}); free some space (or choose another --logging-dir) and "
+                        "run the same command again: the run continues from its last checkpoint") from error
 
 
 # --------------------------------------------------------------------------------------------- the lock
@@ -182,18 +224,13 @@ def check_run_dir(run_dir: Path, record: dict, resume: bool, overwrite: bool, sa
     Raises UserError when the directory holds a different run, or results that a fresh start would lose."""
     if not has_results(run_dir):
         return "fresh"
-    stored_path = run_dir / RUN_RECORD
-    stored = None
-    if stored_path.exists():
-        try:
-            stored = json.loads(stored_path.read_text())
-        except ValueError:
-            raise UserError(f"{stored_path} is not valid JSON; repair it, or pass --overwrite to move the "
-                            "old run aside") from None
     if overwrite:
         moved = move_aside(run_dir)
         print(f"zyn_ppo: moved the old run in {run_dir} to {moved}", file=sys.stderr)
         return "fresh"
+    stored_path = run_dir / RUN_RECORD
+    stored = read_record(stored_path) if stored_path.exists() else None
+    check_config_copy(run_dir / "config.yaml")
     if stored is None:
         raise UserError(f"{run_dir} holds results of an unrecorded run (no {RUN_RECORD}); choose another "
                         "--logging-dir, or pass --overwrite to move it aside")
@@ -206,6 +243,65 @@ def check_run_dir(run_dir: Path, record: dict, resume: bool, overwrite: bool, sa
         raise UserError(f"{run_dir} holds results and train.resume_from_checkpoint is off; pass --overwrite to "
                         "move them aside, or resume")
     return "continue"
+
+
+def read_record(path: Path) -> dict:
+    """A run.json: a JSON object; anything else is a one-line refusal saying how to recover."""
+    recover = "restore it, or pass --overwrite to move the old run aside and start afresh"
+    try:
+        stored = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} is damaged (not valid JSON); {recover}") from None
+    if not isinstance(stored, dict):
+        kind = {list: "array", str: "string", type(None): "null", bool: "boolean"}.get(type(stored), "number")
+        raise UserError(f"{path} is damaged (a JSON {kind}, not the object a run record is); {recover}")
+    return stored
+
+
+def check_config_copy(path: Path) -> None:
+    """config.yaml (the config of run.json, for reading) must be a YAML mapping of config sections."""
+    if not path.exists():
+        return
+    import yaml
+
+    try:
+        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict) or not {"train", "model", "method"} <= set(value):
+        raise UserError(f"{path} is damaged (not the YAML config this engine writes); it is a copy of the config "
+                        f"in {RUN_RECORD}: delete it to have it written again, or pass --overwrite to move the old "
+                        "run aside")
+
+
+def tidy_run_dir(run_dir: Path) -> None:
+    """What a killed run left half-done: a temporary checkpoint folder is completed when its checksums
+    hold (the run died while renaming it), else removed; a checkpoint's previous version (.old_*) is put
+    back when the new one is missing, else removed; temporary files of atomic writes are removed."""
+    root = run_dir / "checkpoints"
+    for tmp in sorted(root.glob(".tmp_*")) if root.is_dir() else []:
+        final = root / tmp.name.removeprefix(".tmp_")
+        if tmp.is_dir() and not final.exists() and verify_checkpoint(tmp) is None:
+            tmp.rename(final)
+            print(f"zyn_ppo: completed checkpoint {final} (written whole before the run stopped)", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(root.glob(".old_*")) if root.is_dir() else []:
+        final = root / old.name.removeprefix(".old_")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+    for tmp in [*run_dir.glob(".*.tmp"), *(run_dir / "samples").glob(".*.tmp")]:
+        tmp.unlink(missing_ok=True)
+
+
+def keep_samples_until(run_dir: Path, step: int) -> None:
+    """Remove samples/eval_<n>.jsonl after `step` (a continued run writes them again)."""
+    for path in (run_dir / "samples").glob("eval_*.jsonl"):
+        n = path.stem.removeprefix("eval_")
+        if n.isdigit() and int(n) > step:
+            path.unlink()
 
 
 # -------------------------------------------------------------------------------------------- metrics
@@ -234,9 +330,7 @@ def read_metrics(path: Path) -> list[dict]:
 def keep_metrics_until(path: Path, step: int) -> list[dict]:
     """Rewrite metrics.jsonl with the lines up to `step` (what a checkpoint at `step` has seen)."""
     rows = [r for r in read_metrics(path) if r["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
@@ -304,9 +398,14 @@ class RunLogger:
         if not self.enabled:
             return
         line = {"step": step, **{k: to_json_value(v) for k, v in stats.items()}}
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
+        size = self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+        with on_disk_full(self.metrics_path):
+            try:
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+            except OSError:
+                os.truncate(self.metrics_path, size)  # no torn line left behind
+                raise
         scalars = {k: v for k, v in line.items() if isinstance(v, (int, float)) and k != "step"}
         if self.kind == "wandb":
             self.run.log(scalars, step=step)
@@ -319,9 +418,9 @@ class RunLogger:
         if not self.enabled:
             return
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "samples" / f"eval_{step}.jsonl", "w") as f:
-            for r in rows:
-                f.write(json.dumps({k: r[k] for k in ("prompt", "output", "reward", "metrics")}) + "\n")
+        write_text_atomic(self.run_dir / "samples" / f"eval_{step}.jsonl",
+                          "".join(json.dumps({k: r[k] for k in ("prompt", "output", "reward", "metrics")}) + "\n"
+                                  for r in rows))
         if self.kind == "wandb" and rows:
             import wandb
 
@@ -365,13 +464,22 @@ def _sha256(path: Path) -> str:
 def write_checkpoint(root: Path, name: str, write: Callable[[Path], None], step: int, keep: int = KEEP_CHECKPOINTS) -> Path:
     """Write a checkpoint atomically: `write(tmp)` fills a temporary folder, meta.json records the step and
     a checksum of every file, then the folder is renamed to root/name. Of the periodic step_* ones, the
-    last `keep` stay."""
+    last `keep` stay. When writing fails (a full disk, Ctrl-C twice) the temporary folder is removed."""
     tmp = root / f".tmp_{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
-    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    write_json_atomic(tmp / "meta.json", dict(step=step, files=files))
+    try:
+        try:
+            write(tmp)
+            files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            write_json_atomic(tmp / "meta.json", dict(step=step, files=files))
+        except Exception as error:  # measured before the partial folder is removed
+            free = free_space(tmp) if is_disk_full(error) else None
+            with on_disk_full(root / name, "checkpoint", free):
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final, old = root / name, root / f".old_{name}"
     if final.exists():
         final.rename(old)
@@ -443,7 +551,12 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.received is not None:  # the second signal quits at once, without saving
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+            message = (f"zyn_ppo: stopped by {signal.Signals(signum).name} again, without saving this step; the same "
+                       "command continues from the last checkpoint")
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt(message)
+            print(message, file=sys.stderr, flush=True)
+            raise SystemExit(128 + signum)
         self.received = signum
         if self.announce:
             print(f"\nzyn_ppo: {signal.Signals(signum).name} received, saving a checkpoint after this step "

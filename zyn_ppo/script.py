@@ -20,7 +20,14 @@ An experiment script holds only its experiment:
 the cpu overlay (configs/cpu.yml) and the flags, names the run directory after what defines the run
 (runs/<experiment>__<preset>__seed<seed>__<hash>: the same command continues its run, a changed one gets
 its own), prints the resolved run (--print-config stops there), and trains. A user error ends the script
-with one line `error: ...` and exit status 2 (--debug or ZYN_DEBUG=1 shows the traceback).
+with one line `error: ...` and exit status 2 (--debug or ZYN_DEBUG=1 shows the traceback); a stop by
+Ctrl-C with one line and status 130 (SIGTERM: 143).
+
+Everything that can be checked before the run directory is written is checked first: the models exist and
+are of the right kind (a causal LM for the policy), the prompt files are UTF-8 text with enough prompts
+(`read_prompt_lines`). A run's identity (run.json's "run" section) includes "model_hashes": a sha256 of
+each local model folder's weight and tokenizer files (zyn_models.model_fingerprint), so other weights
+under the same path are another run.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from zyn_models import check_hub
+from zyn_models import EMBEDDED_MODELS, check_hub, model_fingerprint
 
 from . import runio
 from .config import ConfigError, TRLConfig, UserError  # noqa: F401  (UserError: for the scripts)
@@ -224,6 +231,73 @@ def user_errors(debug: bool = False):
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as stop:  # Ctrl-C: the trainer has saved what it could and says so
+        if debug:
+            raise
+        print(str(stop) or "zyn_ppo: stopped by SIGINT; run the same command to continue", file=sys.stderr)
+        sys.exit(130)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def read_prompt_lines(path: str | os.PathLike, num_eval: int = 0) -> list[str]:
+    """The prompts of a text file: its non-empty lines, stripped, as str.splitlines() splits them (a byte
+    order mark is dropped). A UserError names the file when it is missing, is not UTF-8 (the line of the bad
+    byte), or holds no more than `num_eval` prompts (the last num_eval are held out for evaluation, and
+    training needs at least one more)."""
+    path = _find(str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"prompt file {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise UserError(f"prompt file {path} is a folder; give a text file, one prompt per line") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise UserError(f"prompt file {path}:{line} is not UTF-8 text (byte 0x{data[error.start]:02x} at column "
+                        f"{column}); save the file as UTF-8") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= num_eval:
+        raise UserError(f"prompt file {path} has {len(lines)} prompts (non-empty lines) and needs at least "
+                        f"{num_eval + 1}: the last {num_eval} are held out for evaluation and training needs at "
+                        "least one more; add prompts")
+    return lines
+
+
+def check_model(name: str, what: str, causal: bool = False, supported: Sequence[str] = (), config: bool = True) -> None:
+    """Before the run directory is written: the model exists (a local path: the folder), its config loads
+    (unless config=False, for a tokenizer), and a policy is a causal LM of a supported type (only
+    config.json is read)."""
+    from transformers import AutoConfig
+
+    from zyn_reward import ModelLoadError, _locate_model, _looks_like_path
+
+    if name not in EMBEDDED_MODELS and not Path(name).expanduser().exists() and _looks_like_path(name):
+        raise UserError(f"{what} {name!r}: no such folder; check the path (or give a hub name or an embedded "
+                        f"model: {', '.join(EMBEDDED_MODELS)})")
+    if not config:
+        return
+    try:
+        path, extra = _locate_model(name)
+        config = AutoConfig.from_pretrained(path, **extra)
+    except (ModelLoadError, OSError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"{what} {name!r} cannot be loaded: {first}") from None
+    model_type = getattr(config, "model_type", "?")
+    if causal and getattr(config, "is_encoder_decoder", False):
+        raise UserError(f"{what} {name!r} is a sequence-to-sequence model ({model_type}); PPO trains a causal "
+                        f"(decoder-only) LM: give one of type {', '.join(supported)}")
+    if causal and supported and model_type not in supported:
+        raise UserError(f"{what} {name!r} is a '{model_type}' model, which zyn_ppo does not support; give a causal "
+                        f"LM of type {', '.join(supported)}")
+
+
+def model_hashes(**models: str | None) -> dict[str, str]:
+    """{"policy": "sha256:...", "judge": ...}: what each model is (zyn_models.model_fingerprint)."""
+    return {role: model_fingerprint(name) for role, name in models.items() if name}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -268,10 +342,14 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         preset = presets[args.preset]
         config, changed = make_config(args, preset)
         judge = make_reward(args)
+        judge_name = judge.model_name if hasattr(judge, "model_name") else None
+        policy, tokenizer = config.model.model_path, config.tokenizer.tokenizer_path or config.model.model_path
         run = {"experiment": name, "preset": args.preset,
                "judge": judge.describe() if hasattr(judge, "describe") else str(judge),
-               "policy": config.model.model_path, "tokenizer": config.tokenizer.tokenizer_path or config.model.model_path,
-               "prompts": preset.prompts, "external": preset.external, **(extra_info(args) if extra_info else {})}
+               "policy": policy, "tokenizer": tokenizer,
+               "prompts": preset.prompts, "external": preset.external, **(extra_info(args) if extra_info else {}),
+               "model_hashes": model_hashes(policy=policy, tokenizer=tokenizer if tokenizer != policy else None,
+                                            judge=judge_name)}
         record = {"config": config.to_dict(), "run": run}
         run_dir = args.logging_dir or f"runs/{name}__{args.preset}__seed{args.seed}__{runio.short_hash(record)}"
         config = TRLConfig.update(config, {"train.logging_dir": run_dir})
@@ -284,8 +362,14 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
             return
         if args.push_to_hub:
             check_push(args.push_to_hub)
-        check_hub([judge.model_name if hasattr(judge, "model_name") else None, run["policy"], run["tokenizer"],
-                   *preset.hub])
+        check_hub([judge_name, policy, tokenizer, *preset.hub])
+        from .model import ARCHITECTURES
+
+        check_model(policy, "policy", causal=True, supported=list(ARCHITECTURES))
+        if tokenizer != policy:
+            check_model(tokenizer, "tokenizer", config=False)
+        if judge_name:
+            check_model(judge_name, "judge")
         prompts, eval_prompts = load_prompts(args)
         external = _Lazy(lambda: external_check(args))
 

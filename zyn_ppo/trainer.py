@@ -361,6 +361,7 @@ class PPOTrainer:
                         raise UserError(f"train.resume_from_checkpoint={resume!r}: {problem}")
                     decision["checkpoint"] = str(resume)
                 elif runio.check_run_dir(self.run_dir, self.record, not _no_resume(resume), overwrite) == "continue":
+                    runio.tidy_run_dir(self.run_dir)
                     found = runio.good_checkpoint(self.run_dir)
                     if found is None:  # the run died before its first checkpoint: start it again, keep the old
                         moved = runio.move_aside(self.run_dir)
@@ -384,9 +385,10 @@ class PPOTrainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             runio.write_json_atomic(self.run_dir / runio.RUN_RECORD, {**self.record, "environment": runio.environment()})
-            (self.run_dir / "config.yaml").write_text(str(self.config))
+            runio.write_text_atomic(self.run_dir / "config.yaml", str(self.config))
             if self.checkpoint is not None:  # what was logged after the checkpoint is done again
                 runio.keep_metrics_until(self.run_dir / "metrics.jsonl", self.step)
+                runio.keep_samples_until(self.run_dir, self.step)
         tc = self.config.train
         self.logger = runio.RunLogger(self.run_dir, tc.tracker, self.record, enabled=self.is_main, resume_id=self.wandb_id,
                                       project=tc.project_name, entity=tc.entity_name, group=tc.group_name, tags=tc.tags)
@@ -671,12 +673,22 @@ class PPOTrainer:
                             stats, stopped = {}, self._should_stop(stop)
                         if self.inner == mc.ppo_epochs:
                             self.inner, self.mb_index = 0, self.mb_index + 1
+            saved = None
             if stop.received is not None and self.step < self.total_steps:
-                self.save_checkpoint(f"step_{self.step}")
+                saved = f"step_{self.step}"
             elif not done_before:
-                self.save_checkpoint("final")
+                saved = "final"
+            if saved:
+                self.save_checkpoint(saved)
             if stop.received is not None:
-                raise SystemExit(128 + signal.SIGTERM) if stop.received == signal.SIGTERM else KeyboardInterrupt()
+                message = (f"zyn_ppo: stopped by {signal.Signals(stop.received).name} at step {self.step} of "
+                           f"{self.total_steps}; checkpoint {self.run_dir / 'checkpoints' / (saved or 'final')} is "
+                           "saved; run the same command to continue")
+                if stop.received != signal.SIGTERM:
+                    raise KeyboardInterrupt(message)
+                if self.is_main:
+                    print(message, file=sys.stderr, flush=True)
+                raise SystemExit(128 + signal.SIGTERM)
         finally:
             bar.close()
             self.close()

@@ -51,13 +51,13 @@ PRESETS = {
                   prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
                   num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
                   checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False,
-                  **ppo_flan_sentiments.PRESETS["paper"].defaults),
+                  ),
     # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
     "cpu": dict(judge="gemma-3-270m", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
                 prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
                 num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=3e-4, eval_interval=16,
                 checkpoint_interval=64, eval_batch_size=64, freeze_embeddings=True,
-                **ppo_flan_sentiments.PRESETS["cpu"].defaults),
+                ),
 }
 
 
@@ -82,6 +82,10 @@ class Args:
     """CSV (text,label) of labelled examples the judge reads first; None: the preset's; "" for none"""
     calibrate: bool | None = None
     """contextual calibration of the judge; None: the preset's (as ppo_flan_sentiments.py)"""
+    chat_template: bool | None = None
+    """wrap the judge's prompt in its chat template; None: the preset's (as ppo_flan_sentiments.py)"""
+    judge_spec: str | None = None
+    """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge)"""
     judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
     policy: str | None = None
@@ -144,6 +148,9 @@ def resolve(args: Args) -> Args:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None and not (key == "tokenizer" and own_policy):
             setattr(args, key, value)
+    note = script.resolve_asking(args, ppo_flan_sentiments.PRESETS)  # the PPO run's way of asking its question
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.num_rollouts % args.batch_size or args.num_rollouts % args.num_generations:
         raise UserError(f"--num-rollouts ({args.num_rollouts}) must be a multiple of --batch-size ({args.batch_size}) "
                         f"and of --num-generations ({args.num_generations})")
@@ -155,7 +162,8 @@ def resolve(args: Args) -> Args:
 
 def record(args: Args) -> dict:
     """What defines the run (recorded in run.json; a later run into the same directory must match)."""
-    return {"args": {k: v for k, v in asdict(args).items() if k not in ("overwrite", "print_config", "debug")},
+    return {"args": {k: v for k, v in asdict(args).items()
+                     if k not in ("overwrite", "print_config", "debug", "asking")},
             "judge": make_reward(args).describe(), "trl": "1.16.0 (GRPOTrainer)",
             "model_hashes": script.model_hashes(policy=args.policy, tokenizer=args.tokenizer, judge=args.judge)}
 
@@ -176,7 +184,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 # ----------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> script.Judge:
-    return ppo_flan_sentiments.make_reward(args)  # the same judge and questions as the PPO run
+    return script.ask(args)  # the same judge and questions as the PPO run
 
 
 def external_check(args: Args):
@@ -320,7 +328,8 @@ def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float,
 def main(args: Args) -> None:
     with script.user_errors(args.debug):
         args = resolve(args)
-        print(yaml.safe_dump({"args": asdict(args), "trl": "1.16.0 (GRPOTrainer)"}, sort_keys=False))
+        print(yaml.safe_dump({"args": asdict(args), "asking": args.asking.to_dict(), "trl": "1.16.0 (GRPOTrainer)"},
+                             sort_keys=False))
         if args.print_config:
             return
         zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from zyn_ppo import script
 from zyn_reward import TEMPLATES, YesNoQuestion
 
-HERE = Path(__file__).resolve().parent
 CLASSIFIER = "facebook/roberta-hate-speech-dynabench-r4-target"
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_detox.yml", tracker="wandb",
@@ -55,7 +53,7 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         rows = load_dataset("allenai/real-toxicity-prompts", split="train")["prompt"]
         prompts = [row["text"] for row in rows if row["toxicity"] is not None and row["toxicity"] > 0.3]
     else:
-        prompts = script.read_prompt_lines(HERE / "data/provocative_openers.txt", NUM_EVAL)
+        prompts = script.read_prompt_lines("data/provocative_openers.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 

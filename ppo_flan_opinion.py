@@ -27,12 +27,10 @@ Check first that the judge can tell the stances apart (the embedded 135M judge c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from zyn_ppo import script
 from zyn_reward import TEMPLATES, YesNoQuestion
 
-HERE = Path(__file__).resolve().parent
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", policy="gpt2", config="configs/ppo_flan_sentiments.yml",
                            tracker="wandb", prompts="data/opinion_prompts.txt"),
@@ -57,7 +55,7 @@ class Args(script.ScriptArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the opinion prompts with {topic} filled in (both presets)."""
-    lines = script.read_prompt_lines(HERE / "data/opinion_prompts.txt", NUM_EVAL)
+    lines = script.read_prompt_lines("data/opinion_prompts.txt", NUM_EVAL)
     prompts = [line.replace("{topic}", args.topic) for line in lines]
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:] * EVAL_REPEATS
 

@@ -20,52 +20,37 @@ against 0.79 for the best Yes/No question), and the reward is its log-odds log(P
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from zyn_ppo import script
-from zyn_reward import TEMPLATES, YesNoQuestion
+from zyn_reward import JudgeSpec
 
-HERE = Path(__file__).resolve().parent
+QUESTION = "Is this movie review positive?"  # what the judge is asked about prompt + continuation (yes: rewarded)
 PRESETS = {
+    # the paper: Flan-T5-large asked QUESTION in a Flan template, P(Yes) vs P(No), reward (P - 0.5) * 10
     "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_sentiments.yml", tracker="wandb",
                            prompts="imdb (train+test): the first 4 words of each review", hub=["imdb"],
-                           defaults=dict(question="Is this movie review positive?", template="flan_review",
-                                         answers=("Yes", "No"), transform="centered", negation="", shots="",
-                                         calibrate=False)),
+                           asking=JudgeSpec(QUESTION, template="flan_review")),
+    # a laptop: gemma-3-270m asked the same question the way that measured best on real reviews
+    # (benchmarks/results_judge.md, results_tune.md): it completes "Sentiment:" with positive or negative
     "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="vaderSentiment",
+                         prompts="data/movie_review_openers.txt", external="vaderSentiment", oracle="external_vader",
                          changes={"train.total_steps": 320},  # configs/cpu.yml has 160: VADER still rose there
-                         defaults=dict(question="Sentiment:", template="Review: {text}\n{question}",
-                                       answers=("positive", "negative"), transform="logodds", negation="",
-                                       shots="", calibrate=False)),
+                         asking=JudgeSpec("Sentiment:", template="Review: {text}\n{question}",
+                                          answers=("positive", "negative"), transform="logodds",
+                                          asks="Is this movie review positive?", model="gemma-3-270m")),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
+# on task: the continuation still talks about a film (the policy can please a sentiment judge off the topic)
+FILM = re.compile(r"(?i)\b(films?|movies?|cinema|actor|actress|acting|directors?|directed|screenplay|sequel|"
+                  r"documentary|cast|plot|scenes?|comedy|thriller|horror|hollywood|oscars?|trailer|cinematography|"
+                  r"soundtrack)\b")
 
 
 @dataclass
-class Args(script.ScriptArgs):
-    question: str | None = None
-    """question about prompt + continuation, its rewarded answer first in --answers; logged as
-    metrics/prob_positive. None: the preset's (paper: "Is this movie review positive?"; cpu: "Sentiment:")"""
-    template: str | None = None
-    """the judge's prompt, a TEMPLATES name or a string with {text} and {question}; None: the preset's
-    (paper: flan_review; cpu: "Review: {text}\n{question}")"""
-    answers: tuple[str, str] | None = None
-    """the judge's answer words, the rewarded one first (Eq. 3 with them for Yes and No); None: the
-    preset's (paper: Yes No; cpu: positive negative)"""
-    transform: Literal["centered", "logodds", "prob"] | None = None
-    """reward from P: centered = (P - 0.5) * 10 (Eq. 3), logodds = log(P / (1 - P)), prob = P; None: the
-    preset's (paper: centered; cpu: logodds, which keeps rewarding "more positive" where P nears 1)"""
-    negation: str | None = None
-    """a negated question, rewarded for the second answer and averaged with the question (Eq. 4); None: the
-    preset's (none in both)"""
-    shots: str | None = None
-    """CSV (text,label) of labelled examples the judge reads first, e.g. data/movie_review_shots.csv; None:
-    the preset's (none in both: few-shot examples made gemma-3-270m a worse judge of real reviews)"""
-    calibrate: bool | None = None
-    """contextual calibration of the judge (content-free texts); None: the preset's (no in both)"""
+class Args(script.QuestionArgs):
+    pass  # the common flags and the judge's (--question, --template, --answers, ...): see --help
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
@@ -76,29 +61,24 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
         reviews = load_dataset("imdb", split="train+test")["text"]
         prompts = [" ".join(review.split()[:4]) for review in reviews]
     else:
-        prompts = script.read_prompt_lines(HERE / "data/movie_review_openers.txt", NUM_EVAL)
+        prompts = script.read_prompt_lines("data/movie_review_openers.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 
 def make_reward(args: Args) -> script.Judge:
-    shots = script.read_shots(args.shots) if args.shots else ()
-    if shots and [a.lower() for a in args.answers] != ["yes", "no"]:
-        raise script.UserError(f"--shots are answered Yes/No, so they need --answers Yes No (got {args.answers})")
-    template = TEMPLATES.get(args.template, args.template)
-    if args.negation:
-        questions = YesNoQuestion.pair(args.question, args.negation, template=template, examples=shots)
-    else:
-        questions = [YesNoQuestion(args.question, target="yes", template=template, examples=shots)]
-    rewarded, other = args.answers
-    return script.Judge(args.judge, questions, calibrate=bool(args.calibrate), yes_words=(rewarded,),
-                        no_words=(other,), chat_template=False, transform=args.transform)
+    return script.ask(args)  # QUESTION asked as the preset (or --judge-spec, or the flags) says
 
 
 def external_check(args: Args):
-    """A score from outside the judge, logged beside it (cpu preset: the VADER sentiment lexicon)."""
-    if args.preset == "paper":
-        return lambda samples: {}  # no external check in the paper's sentiment run
-    return script.vader_check()
+    """Checks from outside the judge, logged beside it: the VADER sentiment lexicon (cpu preset; what
+    --reward external trains on) and whether the continuation still talks about a film (both presets)."""
+    vader = script.vader_check() if args.preset == "cpu" else (lambda samples: {})
+
+    def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
+        texts = samples if outputs is None else outputs
+        return {**vader(samples), "ontask_film": [float(bool(FILM.search(t))) for t in texts]}
+
+    return checks
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from typing import Literal
 from zyn_ppo import script
 from zyn_reward import YesNoQuestion
 
-HERE = Path(__file__).resolve().parent
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", policy="Gustavosta/MagicPrompt-Stable-Diffusion",
                            config="configs/ppo_flan_sentiments.yml", tracker="wandb", prompts="data/image_subjects.txt",
@@ -65,7 +64,7 @@ class Args(script.ScriptArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the short subjects of the prompt file (both presets)."""
-    prompts = script.read_prompt_lines(HERE / "data/image_subjects.txt", NUM_EVAL)
+    prompts = script.read_prompt_lines("data/image_subjects.txt", NUM_EVAL)
     return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
 
 

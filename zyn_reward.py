@@ -23,6 +23,7 @@ stderr and exit status 2, `--debug` or ZYN_DEBUG=1 shows the traceback):
 
     python zyn_reward.py score --question "Is this movie review positive?" reviews.txt
     python zyn_reward.py eval --question "Is this movie review positive?" --labeled reviews.csv
+    python zyn_reward.py tune --question "Is this movie review positive?" --labeled reviews.csv --out spec.json
 """
 
 from __future__ import annotations
@@ -217,13 +218,17 @@ class JudgeSpec:
     """the judge this phrasing was measured on ("": any)"""
 
     def __post_init__(self):
-        if isinstance(self.answers, str) or len(tuple(self.answers)) != 2:
+        self.template = TEMPLATES.get(self.template, self.template)
+        self.answers = tuple(self.answers) if isinstance(self.answers, (list, tuple)) else self.answers
+
+    def check(self) -> "JudgeSpec":
+        """Raise a UserError (one line) when the parts do not fit together; the scripts check their presets
+        when they run, so that a copied script with a mismatched edit stops with one line, not a traceback."""
+        if not isinstance(self.answers, tuple) or len(self.answers) != 2:
             raise UserError(f"answers must be two words, the rewarded one first, got {self.answers!r}")
-        self.answers = tuple(self.answers)
         if self.transform not in TRANSFORMS:
             raise UserError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
-        self.target = _answer(self.target, "target")
-        self.template = TEMPLATES.get(self.template, self.template)
+        _answer(self.target, "target")
         yes_no = [a.strip().lower() for a in self.answers] == list(YES_NO)
         for question in filter(None, (self.question, self.negation)):
             if question.rstrip().endswith("?") and not yes_no:
@@ -231,6 +236,7 @@ class JudgeSpec:
                     f"the question {question!r} asks yes or no, but the answer words are {self.answers[0]!r}/"
                     f"{self.answers[1]!r}: answer it Yes/No (answers=('Yes', 'No')), or ask with a label prompt "
                     "such as 'Sentiment:' (python zyn_reward.py tune measures which works)")
+        return self
 
     @property
     def stands_for(self) -> str:
@@ -238,11 +244,12 @@ class JudgeSpec:
 
     def questions(self, examples: Sequence[tuple[str, str]] = ()) -> list[YesNoQuestion]:
         """The YesNoQuestions a ZeroShotRewardModel asks (the question, and its negation when there is one)."""
+        self.check()
         name = re.sub(r"[^a-z0-9]+", "_", self.stands_for.lower()).strip("_")[:48] or "question"
         if self.negation:
-            return YesNoQuestion.pair(self.question, self.negation, target=self.target, template=self.template,
+            return YesNoQuestion.pair(self.question, self.negation, target=_answer(self.target, "target"), template=self.template,
                                       name=name, examples=examples)
-        return [YesNoQuestion(self.question, target=self.target, template=self.template, name=name,
+        return [YesNoQuestion(self.question, target=_answer(self.target, "target"), template=self.template, name=name,
                               examples=examples)]
 
     def reward_options(self) -> dict:
@@ -279,7 +286,7 @@ class JudgeSpec:
         if unknown:
             raise UserError(f"--judge-spec {path}: unknown field(s) {unknown}")
         try:
-            return cls(**data)
+            return cls(**data).check()
         except TypeError as error:
             raise UserError(f"--judge-spec {path}: {error}") from None
 
@@ -1178,10 +1185,19 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--calibrate", action="store_true", help="contextual calibration")
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show tracebacks (also ZYN_DEBUG=1)")
+    import zyn_tune
+
+    zyn_tune.add_parser(commands).add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                               help="show tracebacks (also ZYN_DEBUG=1)")
     return parser
 
 
 def _run(args) -> None:
+    if args.command == "tune":
+        import zyn_tune
+
+        zyn_tune.run(args)
+        return
     template = args.template.replace("\\n", "\n")
     try:
         examples = read_labeled(args.examples) if args.examples else ([], [])

@@ -201,7 +201,7 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
     samples = read_jsonl(run_dir / "samples" / "eval_4.jsonl")
     assert len(samples) == 4 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}
     for sample in samples:  # the cpu preset's reward, as the PPO run's: log-odds of P(" positive")
-        p = sample["metrics"]["prob_sentiment"]
+        p = sample["metrics"]["prob_is_this_movie_review_positive"]
         assert sample["metrics"]["prob_positive"] == p
         assert sample["reward"] == pytest.approx(math.log(p / (1 - p)), abs=1e-4)
     assert (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()

@@ -23,7 +23,8 @@ TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.ba
         "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8", "optimizer.kwargs.lr=2e-4"]
 
 SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
-    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_sentiment", "external_vader"]),
+    "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_is_this_movie_review_positive",
+                                                 "external_vader", "ontask_film"]),
     "ppo_d5_movies.py": ("t5", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
                                         "external_scifi_words", "external_funny_words"]),
     "ppo_flan_sentiments_robust.py": (
@@ -141,7 +142,7 @@ def test_help_lists_every_flag():
 
 
 def test_sentiment_cpu_judge_answers_positive_or_negative():
-    """The cpu preset's judge: "Review: <text>\\nSentiment:" answered positive/negative; the paper's: Yes/No."""
+    """The cpu preset's judge: "Review: <text>\nSentiment:" answered positive/negative; the paper's: Yes/No."""
     judge = yaml.safe_load(run("ppo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)["run"]["judge"]
     assert judge["model"] == "gemma-3-270m"
     assert [q["question"] for q in judge["questions"]] == ["Sentiment:"]

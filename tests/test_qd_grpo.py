@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,3 +252,19 @@ def test_compare_ppo_grpo_figure(tmp_path):
     assert (tmp_path / "fig" / "ppo_vs_grpo.png").stat().st_size > 0
     assert compare_ppo_grpo.main(["--ppo", str(tmp_path / "ppo"), "--out", str(tmp_path / "fig"),
                                   "--metrics", "metrics/nothing"]) == 2
+
+
+def test_grpo_cpu_preset_shares_judge_prompts_and_step_budget_with_the_ppo_preset():
+    """grpo_flan_sentiments.py claims the PPO cpu preset's judge, question, prompts and schedule."""
+    ppo = yaml.safe_load(run_script("ppo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)
+    grpo = yaml.safe_load(run_script("grpo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)
+    train, method = ppo["config"]["train"], ppo["config"]["method"]
+    assert grpo["args"]["judge"] == ppo["run"]["judge"]["model"] and grpo["args"]["prompts"] == ppo["run"]["prompts"]
+    assert grpo["asking"]["question"] == ppo["run"]["judge"]["questions"][0]["question"]
+    assert grpo["asking"]["answers"] == [ppo["run"]["judge"]["options"]["yes_words"][0],
+                                         ppo["run"]["judge"]["options"]["no_words"][0]]
+    assert grpo["args"]["policy"] == ppo["config"]["model"]["model_path"]
+    assert grpo["args"]["total_steps"] == train["total_steps"] == 320
+    assert (grpo["args"]["batch_size"], grpo["args"]["num_rollouts"]) == (train["batch_size"], method["num_rollouts"])
+    assert grpo["args"]["max_new_tokens"] == method["gen_kwargs"]["max_new_tokens"]
+    assert grpo["args"]["learning_rate"] == ppo["config"]["optimizer"]["kwargs"]["lr"]

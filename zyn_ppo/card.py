@@ -110,7 +110,7 @@ def model_card(record: dict, rows: list[dict], step: int, commit: str, example: 
         lines.append(f"- Prompts: {run['prompts']}")
     first, last, metrics = first_last(rows)
     if metrics:
-        lines += ["", "## Evaluation", "", f"Mean over the evaluation prompts, first -> last evaluation "
+        lines += ["", "## Evaluation", "", "Mean over the evaluation prompts, first -> last evaluation "
                   "(metrics/prob_*: the judge's P(target answer); metrics/external_*: a check outside the judge).",
                   "", f"| metric | step {first} | step {last} |", "|---|---|---|"]
         lines += [f"| {k} | {runio.significant(a, 4)} | {runio.significant(b, 4)} |" for k, (a, b) in metrics.items()]

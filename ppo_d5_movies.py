@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ppo_flan_sentiments import load_prompts  # the same IMDB openers, or the same cpu prompt file
 from zyn_ppo import script
 from zyn_reward import TEMPLATES, YesNoQuestion
 
@@ -32,6 +31,8 @@ PRESETS = {
 D5_TOKENIZER = "google/flan-t5-large"  # the D5 validator ships without its own tokenizer files
 SCIFI = re.compile(r"(?i)sci-?fi|science fiction|space|alien|robot|planet|galax|future|time travel")
 FUNNY = re.compile(r"(?i)funny|comed|hilarious|laugh|humou?r|joke|witty|amusing")
+
+NUM_EVAL = 64  # the last 64 prompts are held out for evaluation, as in ppo_flan_sentiments.py
 
 
 @dataclass
@@ -52,6 +53,11 @@ def external_check(args: Args):
     """Scores from outside the judge, logged beside it: does the sample use sci-fi words, humour words?"""
     return lambda samples: {"external_scifi_words": [float(bool(SCIFI.search(s))) for s in samples],
                             "external_funny_words": [float(bool(FUNNY.search(s))) for s in samples]}
+
+
+def load_prompts(args: Args) -> tuple[list[str], list[str]]:
+    """The sentiment experiment's prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
+    return script.movie_review_openers(args.preset, NUM_EVAL)
 
 
 if __name__ == "__main__":

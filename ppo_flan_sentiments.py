@@ -55,14 +55,7 @@ class Args(script.QuestionArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
-    if args.preset == "paper":
-        from datasets import load_dataset
-
-        reviews = load_dataset("imdb", split="train+test")["text"]
-        prompts = [" ".join(review.split()[:4]) for review in reviews]
-    else:
-        prompts = script.read_prompt_lines("data/movie_review_openers.txt", NUM_EVAL)
-    return prompts[:-NUM_EVAL], prompts[-NUM_EVAL:]
+    return script.movie_review_openers(args.preset, NUM_EVAL)
 
 
 def make_reward(args: Args) -> script.Judge:

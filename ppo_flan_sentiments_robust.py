@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ppo_flan_sentiments import load_prompts  # the same IMDB openers, or the same cpu prompt file
 from zyn_ppo import script
 from zyn_reward import TEMPLATES, YesNoQuestion
 
@@ -30,6 +29,8 @@ PRESETS = {
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
                          prompts="data/movie_review_openers.txt", external="vaderSentiment"),
 }
+
+NUM_EVAL = 64  # the last 64 prompts are held out for evaluation, as in ppo_flan_sentiments.py
 
 
 @dataclass
@@ -51,6 +52,11 @@ def external_check(args: Args):
     if args.preset == "paper":
         return script.classifier_check(SENTIMENT, "POSITIVE", "external_sentiment")
     return script.vader_check()
+
+
+def load_prompts(args: Args) -> tuple[list[str], list[str]]:
+    """The sentiment experiment's prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
+    return script.movie_review_openers(args.preset, NUM_EVAL)
 
 
 if __name__ == "__main__":

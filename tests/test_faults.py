@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -259,9 +260,10 @@ def test_prompt_files_are_read_as_utf8_without_bom_and_errors_name_the_file(tmp_
 
 def test_every_script_reads_its_prompts_with_the_shared_reader():
     for name in ("ppo_flan_sentiments.py", "ppo_flan_detox.py", "ppo_flan_opinion.py", "ppo_prompt_generator.py",
-                 "grpo_flan_sentiments.py"):
+                 "grpo_flan_sentiments.py", "ppo_d5_movies.py", "ppo_flan_sentiments_robust.py"):
         text = (ROOT / name).read_text()
-        assert "script.read_prompt_lines(" in text and ".read_text().splitlines()" not in text, name
+        assert re.search(r"script\.(read_prompt_lines|movie_review_openers)\(", text), name
+        assert ".read_text().splitlines()" not in text, name
 
 
 # ------------------------------------------------------------------------------ Ctrl-C and SIGTERM

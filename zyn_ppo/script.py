@@ -49,6 +49,7 @@ from zyn_models import EMBEDDED_MODELS, check_hub, model_fingerprint
 
 from . import runio
 from .config import ConfigError, TRLConfig, UserError  # noqa: F401  (UserError: for the scripts)
+from .data import _find, movie_review_openers, read_prompt_lines  # noqa: F401  (for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_OVERLAY = "configs/cpu.yml"
@@ -284,12 +285,6 @@ def cpu_overlay() -> dict:
         return dict(yaml.safe_load(f) or {})
 
 
-def _find(path: str) -> Path:
-    """A path relative to the working directory, else to the project folder."""
-    p = Path(path)
-    return p if p.exists() or p.is_absolute() else ROOT / p
-
-
 # ------------------------------------------------------------------------------------------------ errors
 @contextlib.contextmanager
 def user_errors(debug: bool = False):
@@ -313,34 +308,6 @@ def user_errors(debug: bool = False):
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def read_prompt_lines(path: str | os.PathLike, num_eval: int = 0) -> list[str]:
-    """The prompts of a text file: its non-empty lines, stripped, as str.splitlines() splits them (a byte
-    order mark is dropped). A UserError names the file when it is missing, is not UTF-8 (the line of the bad
-    byte), or holds no more than `num_eval` prompts (the last num_eval are held out for evaluation, and
-    training needs at least one more)."""
-    path = _find(str(path))
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"prompt file {path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise UserError(f"prompt file {path} is a folder; give a text file, one prompt per line") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise UserError(f"prompt file {path}:{line} is not UTF-8 text (byte 0x{data[error.start]:02x} at column "
-                        f"{column}); save the file as UTF-8") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) <= num_eval:
-        raise UserError(f"prompt file {path} has {len(lines)} prompts (non-empty lines) and needs at least "
-                        f"{num_eval + 1}: the last {num_eval} are held out for evaluation and training needs at "
-                        "least one more; add prompts")
-    return lines
-
-
 def check_model(name: str, what: str, causal: bool = False, supported: Sequence[str] = (), config: bool = True) -> None:
     """Before the run directory is written: the model exists (a local path: the folder), its config loads
     (unless config=False, for a tokenizer), and a policy is a causal LM of a supported type (only

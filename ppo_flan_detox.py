@@ -1,7 +1,7 @@
 """ZYN detox: PPO teaches Pythia-410m to continue toxic prompts without toxic speech.
 
 The judge (Flan-T5-large in the paper) reads prompt + continuation and is asked "Does this text contain
-toxic speech?"; with --reward zyn (the default, the paper's method) the reward is (P(No) - 0.5) * 10
+toxic speech?"; with --reward judge (the default, the paper's method) the reward is (P(No) - 0.5) * 10
 (Eq. 3 of arXiv 2308.06385). With --reward classifier the policy trains on what the original script
 trained on: the raw "nothate" logit of facebook/roberta-hate-speech-dynabench-r4-target, clipped to +-10
 (cpu preset: the logit of 1 - alt-profanity-check's P(offensive), the offline stand-in), and the judge is
@@ -32,7 +32,8 @@ PRESETS = {
                            prompts="allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3",
                            external=CLASSIFIER, hub=["allenai/real-toxicity-prompts", CLASSIFIER]),
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
-                         prompts="data/provocative_openers.txt", external="alt-profanity-check"),
+                         prompts="data/provocative_openers.txt", external="alt-profanity-check",
+                         oracle="external_not_offensive"),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
@@ -41,8 +42,9 @@ NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 class Args(script.ScriptArgs):
     question: str = "Does this text contain toxic speech?"
     """yes/no question about prompt + continuation, target No; logged as metrics/prob_positive"""
-    reward: Literal["zyn", "classifier"] = "zyn"
-    """zyn: the judge's answer (the paper); classifier: the original script's reward, the classifier's logit"""
+    reward: Literal["judge", "classifier", "external"] = "judge"
+    """judge: the ZYN reward (the paper); classifier: the original script's reward, the classifier's logit;
+    external: the oracle ceiling, trained on the external check (cpu: 1 - P(offensive)) as (x - 0.5) * 10"""
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:

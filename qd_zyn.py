@@ -309,7 +309,7 @@ def _search(args: Args, run_dir: Path) -> dict:
     state_path, archive_path = run_dir / "state.json", run_dir / "archive.jsonl"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is not None:  # continuing: the stored run must be this one
-        stored = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+        stored = runio.read_record(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
         diff = runio.differences(stored, vars(args), safe=SAFE_TO_CHANGE)
         if diff:
             raise zyn_ppo.UserError(f"{run_dir} holds a different search ({'; '.join(diff[:6])}); leave "

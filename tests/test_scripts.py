@@ -161,3 +161,19 @@ def test_shots_need_yes_no_answers():
     proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--shots", "data/movie_review_shots.csv",
                "--print-config")
     assert proc.returncode == 2 and "--answers Yes No" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_reward_external_trains_on_the_external_check_and_logs_the_judge(models, tmp_path):
+    """The oracle ceiling: --reward external trains on the preset's external check as (x - 0.5) * 10."""
+    out = tmp_path / "oracle"
+    proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--judge", models["llama"], "--policy", models["gpt2"],
+               "--reward", "external", "--total-steps", "1", "--logging-dir", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["run"]["reward"] == "external"
+    rows = [json.loads(line) for line in (out / "samples" / "eval_0.jsonl").read_text().splitlines()]
+    for row in rows:  # the evaluation reward is the oracle's; the judge's P is still logged
+        assert row["reward"] == pytest.approx((row["metrics"]["external_vader"] - 0.5) * 10)
+        assert 0 <= row["metrics"]["prob_positive"] <= 1
+    refused = run("ppo_flan_sentiments_robust.py", "--preset", "cpu", "--reward", "external", "--print-config")
+    assert refused.returncode == 2 and "names no external check to train on" in refused.stderr, refused.stderr

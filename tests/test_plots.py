@@ -194,3 +194,21 @@ def test_cli_errors(tmp_path):
     assert "line 2" in cli_error(tmp_path / "broken.jsonl", "--out", out)
     assert "--labels" in cli_error(run, "--out", out, "--labels", "a", "b")
     assert not out.exists()
+
+
+def test_results_table_first_to_last_per_run_and_the_mean_without_oracles(tmp_path):
+    from plots.results_table import table
+
+    dirs = []
+    for seed, reward, (a, b) in ((1, "judge", (0.5, 0.7)), (2, "judge", (0.4, 0.8)), (1, "external", (0.5, 0.9))):
+        d = tmp_path / f"run{seed}{reward}"
+        d.mkdir()
+        rows = [{"step": 0, "reward/mean": 0.0, "metrics/x": a}, {"step": 1, "loss/total": 1.0},
+                {"step": 4, "reward/mean": 1.0, "metrics/x": b}]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "run.json").write_text(json.dumps({"config": {"train": {"seed": seed}}, "run": {"reward": reward}}))
+        dirs.append(d)
+    text = table(dirs, ["metrics/x"])
+    assert "| 1 | 0.5 → 0.7 |" in text and "| 2 | 0.4 → 0.8 |" in text
+    assert "| 1 (oracle: trained on the external check) | 0.5 → 0.9 |" in text
+    assert "| mean of 2 seeds | **0.45 → 0.75** (+0.3) |" in text and "step 4" in text

@@ -207,3 +207,24 @@ def test_tune_command_end_to_end_on_a_tiny_judge(tmp_path, tiny_llama_dir):
     result = json.loads((tmp_path / "spec.json").read_text())
     assert result["texts"] == 24 and result["measure"] == "auroc"
     JudgeSpec.from_file(str(tmp_path / "spec.json"))
+
+
+def test_a_guard_question_asked_its_own_way_joins_the_eq4_mean(tiny_llama_dir):
+    """Judge(guards=[JudgeSpec]): the reward is the transform of the weighted mean of the rewarded questions'
+    and the guards' P(target), each asked with its own answer words."""
+    from zyn_ppo import script
+    from zyn_reward import transform_reward
+
+    main = JudgeSpec("Sentiment:", template="Review: {text}\n{question}", answers=("positive", "negative"),
+                     transform="logodds", asks="Is this movie review positive?")
+    guard = JudgeSpec("Is this text about a film?", template="flan_toxicity")
+    judge = script.Judge(tiny_llama_dir, main.questions(), guards=[guard], **main.reward_options())
+    p_main = ZeroShotRewardModel(tiny_llama_dir, main.questions(), **main.reward_options()).probabilities(TEXTS)
+    p_guard = ZeroShotRewardModel(tiny_llama_dir, guard.questions(), **guard.reward_options()).probabilities(TEXTS)
+    expected = [transform_reward((a + b) / 2, "logodds") for a, b in zip(p_main, p_guard)]
+    np.testing.assert_allclose(judge.reward_fn(TEXTS), expected, atol=1e-6)
+    metrics = judge.metric_fn(TEXTS)
+    np.testing.assert_allclose(metrics["prob_is_this_text_about_a_film"], p_guard, atol=1e-6)
+    np.testing.assert_allclose(metrics["prob_ensemble"], (np.array(p_main) + p_guard) / 2, atol=1e-6)
+    assert judge.describe()["guards"][0]["question"] == "Is this text about a film?"
+    assert "guards" not in script.Judge(tiny_llama_dir, main.questions(), **main.reward_options()).describe()

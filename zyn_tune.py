@@ -229,7 +229,10 @@ def load_labeled(args) -> tuple[list[str], list[float], bool, str]:
     from zyn_reward import read_labeled
 
     if args.labeled:
-        texts, labels = read_labeled(args.labeled, args.text_column, args.label_column)
+        try:
+            texts, labels = read_labeled(args.labeled, args.text_column, args.label_column)
+        except OSError as error:
+            raise UserError(f"--labeled: {error}") from None
         return texts, labels, True, args.labeled
     if args.dataset:
         from datasets import load_dataset
@@ -250,6 +253,8 @@ def read_texts(path: Path) -> list[str]:
     """Texts to judge: a run directory or samples/*.jsonl file (prompt + output), else one text per line."""
     from zyn_reward import _read_text_file, split_lines
 
+    if not path.exists():
+        raise UserError(f"--texts {path} does not exist; give a run directory or a text file")
     files = sorted(path.glob("samples/eval_*.jsonl")) if path.is_dir() else [path]
     if path.is_dir() and not files:
         raise UserError(f"--texts {path}: a folder without samples/eval_*.jsonl; give a run directory or a file")
@@ -373,13 +378,13 @@ def run(args) -> dict:
             probs = np.asarray(probs)
             pick = lambda idx: (probs[idx], np.asarray(labels)[idx])  # noqa: E731
             rows.append(dict(way=way, technique=technique, choose=measure(*pick(choose), rng, 0),
-                             held_out=measure(*pick(hold), rng, args.bootstrap), spread=float(np.std(probs)),
-                             iqr=float(np.subtract(*np.percentile(probs, [75, 25])))))
-    # rank on the choosing part; near-ties (0.005) go to the judge whose P moves more (more signal for PPO)
-    rows.sort(key=lambda r: (round(r["choose"]["score"] / 0.005), r["iqr"]), reverse=True)
+                             held_out=measure(*pick(hold), rng, args.bootstrap)))
+    # rank on the choosing part alone; near-ties (0.005) go to the judge whose P moves more there (more signal
+    # for PPO)
+    rows.sort(key=lambda r: (round(r["choose"]["score"] / 0.005), r["choose"]["iqr"]), reverse=True)
     best = rows[0]
     way = best["way"]
-    transform = "logodds" if best["iqr"] < 0.15 else "centered"
+    transform = "logodds" if best["choose"]["iqr"] < 0.15 else "centered"
     spec = JudgeSpec(question=way.question, template=way.template, answers=way.answers, transform=transform,
                      negation=way.negation if best["technique"].endswith("pair") else "",
                      calibrate=best["technique"].startswith("calibrated"), chat_template=way.chat,
@@ -419,20 +424,20 @@ def render(args, rows, spec, source, binary, n, n_choose, n_hold, seconds) -> st
     lines = [f"tune: {args.question!r} on {n} texts from {source} ({n_choose} to choose, {n_hold} held out), "
              f"{seconds:.0f} s", "",
              f"| judge | chat | answers | template | technique | {name} (choose) | {name} held out [95% CI] | "
-             + ("acc | ECE | " if binary else "") + "IQR of P |",
-             "|---|---|---|---|---|---:|---|" + ("---:|---:|" if binary else "") + "---:|"]
+             + ("acc | ECE | " if binary else "") + "IQR of P (held out) |",
+             "|---|---|---|---|---|---:|---|" + ("---:|---:|" if binary else "") + "---:|"]  # IQR: held out
     for r in rows:
         w, c, h = r["way"], r["choose"], r["held_out"]
         extra = f"{h['accuracy']:.3f} | {h['ece']:.3f} | " if binary else ""
         lines.append(f"| {w.model} | {'yes' if w.chat else 'no'} | {'/'.join(w.answers)} | {w.template_name} | "
                      f"{r['technique']} | {c['score']:.3f} | {h['score']:.3f} [{h['lo']:.2f}, {h['hi']:.2f}] | "
-                     f"{extra}{r['iqr']:.3f} |")
+                     f"{extra}{h['iqr']:.3f} |")
     best = rows[0]
     h = best["held_out"]
     lines += ["", f"chosen (on the choosing part): {spec.describe()}, judge {spec.model}",
               f"held out ({n_hold} texts nobody chose on): {name} {h['score']:.3f} [{h['lo']:.2f}, {h['hi']:.2f}]"
               + (f", accuracy {h['accuracy']:.3f}, ECE {h['ece']:.3f}, mean P {h['mean_p_pos']:.3f} (yes) vs "
-                 f"{h['mean_p_neg']:.3f} (no)" if binary else "") + f", IQR of P {best['iqr']:.3f}",
+                 f"{h['mean_p_neg']:.3f} (no)" if binary else "") + f", IQR of P {h['iqr']:.3f}",
               f"reward transform: {spec.transform} ("
               + ("P barely moves (IQR < 0.15): log-odds keeps its differences" if spec.transform == "logodds"
                  else "the paper's (P - 0.5) * 10") + ")",

@@ -15,7 +15,7 @@ A trial is `equal` when the finished run's metrics.jsonl (time keys aside) and e
 reference's and no temporary file or folder is left; otherwise it is `lost`. A full-disk trial also says
 whether the faulted run ended in one `error:` line (exit 2) with nothing half-written left behind.
 
-    OMP_NUM_THREADS=1 python benchmarks/fault_harness.py --kill-trials 5 --timed-kills 3 --seed 0
+    OMP_NUM_THREADS=1 python -m benchmarks.fault_harness --kill-trials 5 --timed-kills 3 --seed 0
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 PROMPTS = ["The movie was", "I think", "A cat", "The story", "this film", "good acting and", "It", "My"] * 4
@@ -105,7 +104,7 @@ def worker(run_dir: str, model_dir: str, fault: str) -> None:
 
 # ------------------------------------------------------------------------------------------ the parent
 def child(run_dir: Path, model_dir: str, fault: str = "none", kill_after: float | None = None):
-    cmd = [sys.executable, __file__, "--worker", str(run_dir), model_dir, fault]
+    cmd = [sys.executable, "-m", "benchmarks.fault_harness", "--worker", str(run_dir), model_dir, fault]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
         try:
@@ -146,7 +145,7 @@ def main() -> None:
     if args.worker:
         return worker(*args.worker)
 
-    import tiny_models
+    from tests import tiny_models
 
     rng, t0 = random.Random(args.seed), time.time()
     work = Path(tempfile.mkdtemp(prefix="zyn-faults-"))

@@ -90,7 +90,6 @@ def full_disk(obj, f, *args, **kwargs):  # what torch.save says when the disk fi
     raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 96")
 torch.save = full_disk
 sys.argv = sys.argv[1:]
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

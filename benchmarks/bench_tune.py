@@ -95,7 +95,8 @@ def main() -> None:
         f"{', '.join(f'{x:.2f}' for x in load_after)} after.",
         f"- Wall time of the whole command (loading both judges included): **{seconds:.0f} s** "
         f"({seconds / 60:.1f} min) for {args.limit} texts.", "",
-        "The command's report:", "", done.stdout.strip().replace("written: ", "(written: "), ""])
+        "The command's report:", "",
+        "\n".join(line for line in done.stdout.strip().splitlines() if not line.startswith("written:")), ""])
     if args.output == "-":
         print(report)
         return

@@ -413,9 +413,9 @@ def flags(spec) -> str:
     if spec.negation:
         parts.append(f"--negation {json.dumps(spec.negation)}")
     if spec.calibrate:
-        parts.append("--calibrate")
+        parts.append("--calibrate True")
     if spec.chat_template:
-        parts.append("--chat-template")
+        parts.append("--chat-template True")
     return " ".join(parts)
 
 

@@ -100,8 +100,15 @@ def model_card(record: dict, rows: list[dict], step: int, commit: str, example: 
              "each generated text, and its probability of the rewarded answer is the PPO reward "
              "([ZYN, arXiv 2308.06385](https://arxiv.org/abs/2308.06385)).", "",
              f"- Base model (policy): `{policy}`"]
+    if run.get("reward") == "external":
+        lines.append(f"- Reward: the oracle ceiling: trained on the external check ({run.get('external')}) itself, "
+                     "as (score - 0.5) * 10; the judge below was only logged")
     if isinstance(judge, dict):
         lines += _questions(judge)
+        for guard in judge.get("guards", []):
+            lines.append(f"- Guard question (rewarded in the Eq. 4 mean), asked its own way: {guard.get('question')!r} "
+                         f"answered {guard.get('answers')} in {guard.get('template')!r}, standing for "
+                         f"{guard.get('asks') or guard.get('question')!r}")
     else:
         lines.append(f"- Reward: {judge or 'a reward_fn given in Python (not recorded)'}")
     lines += [f"- Steps: {step} PPO optimizer steps (batch size {config.get('train', {}).get('batch_size')}, "

@@ -96,7 +96,8 @@ def main() -> None:
         f"- Wall time of the whole command (loading both judges included): **{seconds:.0f} s** "
         f"({seconds / 60:.1f} min) for {args.limit} texts.", "",
         "The command's report:", "",
-        "\n".join(line for line in done.stdout.strip().splitlines() if not line.startswith("written:")), ""])
+        "\n".join(line for line in done.stdout.strip().replace(str(work / "reviews.csv"), "texts.csv").splitlines()
+                  if not line.startswith("written:")), ""])
     if args.output == "-":
         print(report)
         return

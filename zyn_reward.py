@@ -216,6 +216,8 @@ class JudgeSpec:
     """the plain yes/no question this phrasing stands for ("" : the question itself)"""
     model: str = ""
     """the judge this phrasing was measured on ("": any)"""
+    weight: float = 1.0
+    """the question's weight in the Eq. (4) mean, beside other questions (a question and its negation share it)"""
 
     def __post_init__(self):
         self.template = TEMPLATES.get(self.template, self.template)
@@ -246,10 +248,11 @@ class JudgeSpec:
         """The YesNoQuestions a ZeroShotRewardModel asks (the question, and its negation when there is one)."""
         self.check()
         name = re.sub(r"[^a-z0-9]+", "_", self.stands_for.lower()).strip("_")[:48] or "question"
+        target = _answer(self.target, "target")
         if self.negation:
-            return YesNoQuestion.pair(self.question, self.negation, target=_answer(self.target, "target"), template=self.template,
-                                      name=name, examples=examples)
-        return [YesNoQuestion(self.question, target=_answer(self.target, "target"), template=self.template, name=name,
+            return YesNoQuestion.pair(self.question, self.negation, target=target, template=self.template,
+                                      weight=self.weight, name=name, examples=examples)
+        return [YesNoQuestion(self.question, target=target, template=self.template, weight=self.weight, name=name,
                               examples=examples)]
 
     def reward_options(self) -> dict:

@@ -228,3 +228,15 @@ def test_a_guard_question_asked_its_own_way_joins_the_eq4_mean(tiny_llama_dir):
     np.testing.assert_allclose(metrics["prob_ensemble"], (np.array(p_main) + p_guard) / 2, atol=1e-6)
     assert judge.describe()["guards"][0]["question"] == "Is this text about a film?"
     assert "guards" not in script.Judge(tiny_llama_dir, main.questions(), **main.reward_options()).describe()
+
+
+def test_a_guards_weight_sets_its_share_of_the_eq4_mean(tiny_llama_dir):
+    from zyn_ppo import script
+
+    main = JudgeSpec("Is this review positive?", template="flan_review")
+    guard = JudgeSpec("Is this text about a film?", template="flan_toxicity", weight=0.5)
+    judge = script.Judge(tiny_llama_dir, main.questions(), guards=[guard], **main.reward_options())
+    p_main = np.array(ZeroShotRewardModel(tiny_llama_dir, main.questions(), **main.reward_options()).probabilities(TEXTS))
+    p_guard = np.array(ZeroShotRewardModel(tiny_llama_dir, guard.questions(), **guard.reward_options())
+                       .probabilities(TEXTS))
+    np.testing.assert_allclose(judge.metric_fn(TEXTS)["prob_ensemble"], (p_main + 0.5 * p_guard) / 1.5, atol=1e-6)

@@ -101,7 +101,7 @@ def test_script_push_to_hub_uploads_the_final_policy(tiny_llama_dir, tiny_gpt2_d
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= set(files)
     card = (policy / "README.md").read_text()
     assert "# ppo_flan_sentiments: a policy trained with PPO" in card
-    assert "Rewarded question `sentiment`: 'Sentiment:', target answer **yes** ('positive')" in card
+    assert "Rewarded question `is_this_movie_review_positive`: 'Sentiment:', target answer **yes** ('positive')" in card
     assert "answer words ['positive'] (yes) / ['negative'] (no), transform `logodds`" in card
     assert "template 'Review: {text}\\n{question}'" in card and "| metrics/prob_positive |" in card
 

@@ -231,7 +231,7 @@ def test_checkpoint_verification_names_the_file(tmp_path):
     ({"method.ppo_epochs": "abc"}, "method.ppo_epochs='abc': must be an integer >= 1"),
     ({"method.init_kl_coef": float("nan")}, "method.init_kl_coef=nan: must be a finite number >= 0"),
     ({"method.cliprange": 0}, "method.cliprange=0: must be a finite number > 0"),
-    ({"train.total_steps": -3}, "train.total_steps=-3: must be an integer >= 1"),
+    ({"train.total_steps": -3}, "train.total_steps=-3: must be an integer >= 0"),
     ({"method.gamma": 1.5}, "method.gamma=1.5: must be a finite number >= 0 and <= 1"),
     ({"train.batch_size": 64}, "train.batch_size=64 is larger than the rollout store"),
     ({"train.tracker": "mlflow"}, "train.tracker='mlflow': must be one of null, 'wandb', 'tensorboard', 'none'"),

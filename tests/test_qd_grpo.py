@@ -211,9 +211,12 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
 def test_grpo_cpu_preset_has_the_ppo_budget():
     """The PPO-vs-GRPO comparison is only fair if the cpu presets sample and train the same amounts."""
     import grpo_flan_sentiments
+    import ppo_flan_sentiments
     import zyn_ppo
 
-    grpo, ppo = grpo_flan_sentiments.PRESETS["cpu"], zyn_ppo.script.cpu_overlay()
+    # what ppo_flan_sentiments.py --preset cpu runs: configs/cpu.yml and the preset's own changes (320 steps)
+    grpo = grpo_flan_sentiments.PRESETS["cpu"]
+    ppo = {**zyn_ppo.script.cpu_overlay(), **ppo_flan_sentiments.PRESETS["cpu"].changes}
     assert grpo["total_steps"] == ppo["train.total_steps"] and grpo["batch_size"] == ppo["train.batch_size"]
     assert grpo["num_rollouts"] == ppo["method.num_rollouts"]
     assert grpo["num_iterations"] == zyn_ppo.TRLConfig.load_yaml(ROOT / "configs" / "ppo_flan_sentiments.yml"

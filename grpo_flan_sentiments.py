@@ -66,32 +66,11 @@ PRESETS = {
 
 
 @dataclass
-class Args:
+class Args(script.AskingArgs):
     exp_name: str = Path(__file__).stem
     """name of this experiment (names the run directory)"""
     preset: Literal["paper", "cpu"] = "paper"
     """paper: the paper's models and data from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
-    question: str | None = None
-    """question asked about prompt + continuation; P(rewarded answer) is logged as metrics/prob_positive;
-    None: the preset's (as ppo_flan_sentiments.py)"""
-    template: str | None = None
-    """the judge's prompt, a TEMPLATES name or a string with {text} and {question}; None: the preset's"""
-    answers: tuple[str, str] | None = None
-    """the judge's answer words, the rewarded one first; None: the preset's (as ppo_flan_sentiments.py)"""
-    transform: str | None = None
-    """reward from P: centered, logodds or prob; None: the preset's (as ppo_flan_sentiments.py)"""
-    negation: str | None = None
-    """a negated question, rewarded for the second answer (Eq. 4); None: the preset's (as ppo_flan_sentiments.py)"""
-    shots: str | None = None
-    """CSV (text,label) of labelled examples the judge reads first; None: the preset's; "" for none"""
-    calibrate: bool | None = None
-    """contextual calibration of the judge; None: the preset's (as ppo_flan_sentiments.py)"""
-    chat_template: bool | None = None
-    """wrap the judge's prompt in its chat template; None: the preset's (as ppo_flan_sentiments.py)"""
-    judge_spec: str | None = None
-    """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge)"""
-    guard_spec: tuple[str, ...] = ()
-    """JSON files of more questions rewarded beside the question (Eq. 4), as ppo_flan_sentiments.py's --guard-spec"""
     judge: str | None = None
     """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
     policy: str | None = None

@@ -123,12 +123,12 @@ class Preset:
 
 
 @dataclass
-class QuestionArgs(ScriptArgs):
-    """The flags of an experiment that asks its judge one question. A question and its way of asking travel
-    together (zyn_reward.JudgeSpec): a flag left unset takes the preset's value, except that another
-    --question than the preset's is asked the paper's way (Yes/No, a Flan-style template, (P - 0.5) * 10)
-    unless --template/--answers/--transform say otherwise. --judge-spec reads a way of asking that
-    `python zyn_reward.py tune` measured."""
+class AskingArgs:
+    """How an experiment's judge is asked its one question (the flags of ppo_flan_sentiments.py and
+    grpo_flan_sentiments.py alike). A question and its way of asking travel together (zyn_reward.JudgeSpec):
+    a flag left unset takes the preset's value, except that another --question than the preset's is asked the
+    paper's way (Yes/No, a Flan-style template, (P - 0.5) * 10) unless --template/--answers/--transform say
+    otherwise. --judge-spec reads a way of asking that `python zyn_reward.py tune` measured."""
 
     question: str | None = None
     """the question about prompt + continuation; P(rewarded answer) is logged as metrics/prob_positive and
@@ -154,10 +154,15 @@ class QuestionArgs(ScriptArgs):
     each asked its own way of the same judge (empty: the preset's guards, if any)"""
 
 
+@dataclass
+class QuestionArgs(AskingArgs, ScriptArgs):
+    """The flags of a PPO experiment that asks its judge one question: the common flags, then the judge's."""
+
+
 ASKING_FLAGS = ("question", "template", "answers", "transform", "negation", "calibrate", "chat_template")
 
 
-def resolve_asking(args: QuestionArgs, presets: dict[str, Preset]) -> str | None:
+def resolve_asking(args: AskingArgs, presets: dict[str, Preset]) -> str | None:
     """Set args.asking (a JudgeSpec) from the flags, --judge-spec and the preset; returns a one-line note
     when the way of asking is not the preset's measured one, else None."""
     import dataclasses as dc
@@ -382,7 +387,7 @@ def model_hashes(**models: str | None) -> dict[str, str]:
 def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
     """Fill the flags left unset from the preset (and the paper preset)."""
     preset, paper = presets[args.preset], presets["paper"]
-    if isinstance(args, QuestionArgs):  # first: a --judge-spec names its judge
+    if isinstance(args, AskingArgs):  # first: a --judge-spec names its judge
         note = resolve_asking(args, presets)
         if note:
             print(f"note: {note}", file=sys.stderr)
@@ -396,7 +401,7 @@ def resolve(args: ScriptArgs, presets: dict[str, Preset]) -> ScriptArgs:
     return args
 
 
-def ask(args: QuestionArgs, **options) -> "Judge":
+def ask(args: AskingArgs, **options) -> "Judge":
     """The judge of an experiment that asks one question, as args.asking says (with --shots read in)."""
     shots = read_shots(args.shots) if args.shots else ()
     if shots and [a.lower() for a in args.asking.answers] != ["yes", "no"]:

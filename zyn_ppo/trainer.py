@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -290,6 +291,8 @@ class PPOTrainer:
         multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if self.world > 1:  # join the process group's threads before the interpreter exits: left running, they
+            atexit.register(self.accelerator.end_training)  # ended a gloo rank with a C++ abort now and then
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
         tc, mc = config.train, config.method

@@ -258,20 +258,20 @@ class Judge:
         return self._rm
 
     def _ensemble(self, samples: list[str]):
-        """Eq. (4) over the rewarded questions and the guards' ([texts] tensor), and each guard's P."""
+        """Eq. (4) over the rewarded questions and the guards': a [texts] tensor."""
         import torch
 
         groups = [(self.rm, self.questions)] + list(zip(self._guard_rms, self.guard_questions))
         weights = [sum(q.weight for q in qs) for _, qs in groups]
         probs = [torch.tensor(rm.probabilities(samples), dtype=torch.float64) for rm, _ in groups]
-        return sum(w * p for w, p in zip(weights, probs)) / sum(weights), probs
+        return sum(w * p for w, p in zip(weights, probs)) / sum(weights)
 
     def reward_fn(self, samples: list[str], **kwargs) -> list[float]:
         if not self.guards:
             return self.rm.reward_fn(samples)
         from zyn_reward import transform_reward
 
-        return transform_reward(self._ensemble(samples)[0], self.rm.transform).tolist()
+        return transform_reward(self._ensemble(samples), self.rm.transform).tolist()
 
     def metric_fn(self, samples: list[str], **kwargs) -> dict[str, list[float]]:
         metrics = self.rm.metric_fn(samples)
@@ -281,7 +281,7 @@ class Judge:
         if self.guards:
             for rm in self._guard_rms:
                 out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
-            out["prob_ensemble"] = self._ensemble(samples)[0].tolist()
+            out["prob_ensemble"] = self._ensemble(samples).tolist()
         return out
 
 

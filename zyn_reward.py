@@ -92,6 +92,11 @@ def _answer(value, what: str) -> str:
     raise UserError(f"{what} must be 'yes' or 'no', got {value!r}")
 
 
+def question_name(question: str) -> str:
+    """A question's metric name: "Is this movie review positive?" -> "is_this_movie_review_positive"."""
+    return re.sub(r"[^a-z0-9]+", "_", question.lower()).strip("_")[:48] or "question"
+
+
 @dataclass
 class YesNoQuestion:
     """A yes/no question about a text; `target` is the answer that earns the reward.
@@ -127,7 +132,7 @@ class YesNoQuestion:
         if not math.isfinite(self.weight) or self.weight < 0:
             raise UserError(f"weight must be finite and >= 0, got {self.weight}")
         if self.name is None:
-            self.name = re.sub(r"[^a-z0-9]+", "_", self.question.lower()).strip("_")[:48] or "question"
+            self.name = question_name(self.question)
         if not isinstance(self.name, str) or not self.name:
             raise UserError("name must be a non-empty string")
         if isinstance(self.examples, (str, bytes)) or not isinstance(self.examples, (list, tuple)):
@@ -247,7 +252,7 @@ class JudgeSpec:
     def questions(self, examples: Sequence[tuple[str, str]] = ()) -> list[YesNoQuestion]:
         """The YesNoQuestions a ZeroShotRewardModel asks (the question, and its negation when there is one)."""
         self.check()
-        name = re.sub(r"[^a-z0-9]+", "_", self.stands_for.lower()).strip("_")[:48] or "question"
+        name = question_name(self.stands_for)
         target = _answer(self.target, "target")
         if self.negation:
             return YesNoQuestion.pair(self.question, self.negation, target=target, template=self.template,

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -188,6 +189,13 @@ def test_long_prompts_and_missing_pad_token(tmp_path, tokenizer):
     assert all(len(trainer.tokenizer(p, add_special_tokens=False).input_ids) <= 32 - 6 for p in cut)
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one fails when an earlier run or another program holds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_processes(tiny_gpt2_dir, tmp_path):
     script = tmp_path / "run_two.py"
     script.write_text(textwrap.dedent(f"""
@@ -205,7 +213,8 @@ def test_two_processes(tiny_gpt2_dir, tmp_path):
             f.write(f"{{trainer.rank}} {{trainer.world}} {{trainer.episodes}}")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert [(tmp_path / f"done_{rank}.txt").read_text() for rank in (0, 1)] == ["0 2 32", "1 2 32"]

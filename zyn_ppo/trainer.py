@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
 import math
 import os
 import random
@@ -291,8 +292,8 @@ class PPOTrainer:
         multi_cpu = int(os.environ.get("LOCAL_RANK", -1)) != -1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=True) if multi_cpu else Accelerator()
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
-        if self.world > 1:  # join the process group's threads before the interpreter exits: left running, they
-            atexit.register(self.accelerator.end_training)  # ended a gloo rank with a C++ abort now and then
+        if self.world > 1:  # leave the process group together at exit, after the caller's own use of the trainer
+            atexit.register(leave_process_group, self.accelerator)
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
         tc, mc = config.train, config.method
@@ -788,6 +789,24 @@ def read_state(trainer: PPOTrainer, path: Path) -> None:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def leave_process_group(accelerator) -> None:
+    """At interpreter exit: wait for every rank, then tear the process group down. A rank whose peer has already
+    torn down, or that exits with the group's threads still running, can die in a C++ abort (seen with gloo:
+    "terminate called without an active exception", exit -6, after a finished run)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:  # gloo can time out, so a peer that died does not hang this one; nccl has only the plain barrier
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+        else:
+            dist.barrier()
+    except Exception:  # a peer is gone: tear down alone
+        pass
+    accelerator.end_training()
 
 
 def train(

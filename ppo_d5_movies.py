@@ -10,7 +10,7 @@ the judge, metrics/external_scifi_words and metrics/external_funny_words (share 
     python ppo_d5_movies.py --preset cpu --print-config  # what it would load, then exit
     python ppo_d5_movies.py                              # the paper: hub models, IMDB, a GPU
     accelerate launch ppo_d5_movies.py                   # the paper on several GPUs
-    python ppo_d5_movies.py --preset cpu --property "This review is about a sad romance"
+    python ppo_d5_movies.py --preset cpu --question "This review is about a sad romance"
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ import re
 from dataclasses import dataclass
 
 from zyn_ppo import script
-from zyn_reward import TEMPLATES, YesNoQuestion
+from zyn_reward import JudgeSpec
 
+PROPERTY = "This review is about a funny sci-fi"  # checked on prompt + continuation; the answer Yes is rewarded
 PRESETS = {
     "paper": script.Preset(judge="ruiqi-zhong/d5_t5_validator_700M", config="configs/ppo_flan_sentiments.yml",
                            tracker="wandb", prompts="imdb (train+test): the first 4 words of each review",
-                           external="keywords", hub=["imdb", "google/flan-t5-large"]),
+                           external="keywords", hub=["imdb", "google/flan-t5-large"],
+                           asking=JudgeSpec(PROPERTY, template="d5_validator")),
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="keywords"),
+                         prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_words"),
 }
 D5_TOKENIZER = "google/flan-t5-large"  # the D5 validator ships without its own tokenizer files
 SCIFI = re.compile(r"(?i)sci-?fi|science fiction|space|alien|robot|planet|galax|future|time travel")
@@ -36,23 +38,28 @@ NUM_EVAL = 64  # the last 64 prompts are held out for evaluation, as in ppo_flan
 
 
 @dataclass
-class Args(script.ScriptArgs):
-    property: str = "This review is about a funny sci-fi"
-    """PROPERTY checked on prompt + continuation, target Yes; logged as metrics/prob_positive"""
+class Args(script.QuestionArgs):  # --question is the PROPERTY; the common and the judge's flags: see --help
     judge_tokenizer: str | None = None
     """the judge's tokenizer (None: google/flan-t5-large for the D5 validator, else the judge's own)"""
 
 
 def make_reward(args: Args) -> script.Judge:
     tokenizer = args.judge_tokenizer or (D5_TOKENIZER if args.judge == PRESETS["paper"].judge else None)
-    question = YesNoQuestion(args.property, target="yes", template=TEMPLATES["d5_validator"])
-    return script.Judge(args.judge, [question], tokenizer=tokenizer)
+    return script.ask(args, tokenizer=tokenizer)
 
 
 def external_check(args: Args):
-    """Scores from outside the judge, logged beside it: does the sample use sci-fi words, humour words?"""
-    return lambda samples: {"external_scifi_words": [float(bool(SCIFI.search(s))) for s in samples],
-                            "external_funny_words": [float(bool(FUNNY.search(s))) for s in samples]}
+    """Checks from outside the judge: does the sample use sci-fi words, humour words (external_d5_words: the
+    mean of both, what --reward external trains on), and does the continuation still talk about a film."""
+    film = script.film_check()
+
+    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        scifi = [float(bool(SCIFI.search(s))) for s in samples]
+        funny = [float(bool(FUNNY.search(s))) for s in samples]
+        return {"external_scifi_words": scifi, "external_funny_words": funny,
+                "external_d5_words": [(a + b) / 2 for a, b in zip(scifi, funny)], **film(samples, **kwargs)}
+
+    return checks
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:

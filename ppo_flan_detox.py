@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zyn_ppo import script
-from zyn_reward import TEMPLATES, YesNoQuestion
+from zyn_reward import JudgeSpec
 
 CLASSIFIER = "facebook/roberta-hate-speech-dynabench-r4-target"
+QUESTION = "Does this text contain toxic speech?"  # asked of prompt + continuation; the answer No is rewarded
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_detox.yml", tracker="wandb",
                            prompts="allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3",
-                           external=CLASSIFIER, hub=["allenai/real-toxicity-prompts", CLASSIFIER]),
+                           external=CLASSIFIER, hub=["allenai/real-toxicity-prompts", CLASSIFIER],
+                           asking=JudgeSpec(QUESTION, template="flan_toxicity", target="no")),
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
                          prompts="data/provocative_openers.txt", external="alt-profanity-check",
                          oracle="external_not_offensive"),
@@ -39,9 +41,7 @@ NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 
 
 @dataclass
-class Args(script.ScriptArgs):
-    question: str = "Does this text contain toxic speech?"
-    """yes/no question about prompt + continuation, target No; logged as metrics/prob_positive"""
+class Args(script.QuestionArgs):  # the common flags and the judge's (--question, --template, ...): see --help
     reward: Literal["judge", "classifier", "external"] = "judge"
     """judge: the ZYN reward (the paper); classifier: the original script's reward, the classifier's logit;
     external: the oracle ceiling, trained on the external check (cpu: 1 - P(offensive)) as (x - 0.5) * 10"""
@@ -91,18 +91,26 @@ def not_hate_logit(preset: str):
 
 
 def make_reward(args: Args) -> script.Judge:
-    question = YesNoQuestion(args.question, target="no", template=TEMPLATES["flan_toxicity"])
-    return (ClassifierReward(args, args.judge, [question]) if args.reward == "classifier"
-            else script.Judge(args.judge, [question]))
+    if args.reward == "classifier":
+        return ClassifierReward(args, args.judge, args.asking.questions(), **args.asking.reward_options())
+    return script.ask(args)  # QUESTION asked as the preset (or --judge-spec, or the flags) says
 
 
 def external_check(args: Args):
-    """A score from outside the judge: the hate-speech classifier (paper) or profanity-check (cpu)."""
+    """Checks from outside the judge: the hate-speech classifier (paper) or profanity-check (cpu), and whether
+    the continuation still continues its prompt (all-MiniLM-L6-v2 similarity, see script.prompt_relevance_check)."""
+    ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
     if args.preset == "paper":
-        return script.classifier_check(CLASSIFIER, "nothate", "external_nothate")
-    from profanity_check import predict_prob
+        toxicity = script.classifier_check(CLASSIFIER, "nothate", "external_nothate")
+    else:
+        from profanity_check import predict_prob
 
-    return lambda samples: {"external_not_offensive": (1 - predict_prob(samples)).tolist()}
+        toxicity = lambda samples: {"external_not_offensive": (1 - predict_prob(samples)).tolist()}  # noqa: E731
+
+    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        return {**toxicity(samples), **ontask(samples, **kwargs)}
+
+    return checks
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ PRESETS = {
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
                          prompts="data/opinion_prompts.txt", external="vaderSentiment"),
 }
+# what else a text could be about: the on-topic check asks whether a continuation is nearer --topic than these
+OTHER_TOPICS = ("nuclear power", "immigration", "taxes", "football", "cooking", "music", "the weather", "cats",
+                "smartphones", "holidays", "healthcare", "climate change", "schools", "cars", "movies", "religion")
 NUM_EVAL = 10  # the last 10 prompt wordings are held out for evaluation,
 EVAL_REPEATS = 4  # each sampled 4 times: 40 evaluation samples
 
@@ -69,9 +72,17 @@ def make_reward(args: Args) -> script.Judge:
 
 
 def external_check(args: Args):
-    """A score from outside the judge: VADER in the cpu preset (tells a change of tone from a change of
-    stance), none in the paper's."""
-    return script.vader_check() if args.preset == "cpu" else (lambda samples: {})
+    """Scores from outside the judge: VADER in the cpu preset (tells a change of tone from a change of
+    stance), and on topic (ontask_topic, both presets): the share of OTHER_TOPICS that the continuation is
+    less similar to than to --topic (all-MiniLM-L6-v2, see script.prompt_relevance_check)."""
+    vader = script.vader_check() if args.preset == "cpu" else (lambda samples: {})
+    ontask = script.prompt_relevance_check([args.topic, *OTHER_TOPICS], "ontask_topic")
+
+    def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
+        return {**vader(samples), **ontask(samples, prompts=[args.topic] * len(samples),
+                                           outputs=samples if outputs is None else outputs)}
+
+    return checks
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ against 0.79 for the best Yes/No question), and the reward is its log-odds log(P
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from zyn_ppo import script
@@ -42,10 +41,6 @@ PRESETS = {
                                           asks="Is this movie review positive?", model="gemma-3-270m")),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
-# on task: the continuation still talks about a film (the policy can please a sentiment judge off the topic)
-FILM = re.compile(r"(?i)\b(films?|movies?|cinema|actor|actress|acting|directors?|directed|screenplay|sequel|"
-                  r"documentary|cast|plot|scenes?|comedy|thriller|horror|hollywood|oscars?|trailer|cinematography|"
-                  r"soundtrack)\b")
 
 
 @dataclass
@@ -65,11 +60,10 @@ def make_reward(args: Args) -> script.Judge:
 def external_check(args: Args):
     """Checks from outside the judge, logged beside it: the VADER sentiment lexicon (cpu preset; what
     --reward external trains on) and whether the continuation still talks about a film (both presets)."""
-    vader = script.vader_check() if args.preset == "cpu" else (lambda samples: {})
+    vader, film = script.vader_check() if args.preset == "cpu" else (lambda samples: {}), script.film_check()
 
-    def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
-        texts = samples if outputs is None else outputs
-        return {**vader(samples), "ontask_film": [float(bool(FILM.search(t))) for t in texts]}
+    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        return {**vader(samples), **film(samples, **kwargs)}
 
     return checks
 

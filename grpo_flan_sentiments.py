@@ -3,8 +3,9 @@ yes/no question, with TRL's maintained GRPOTrainer instead of the project's PPO 
 
 Same experiment, flags and presets as ppo_flan_sentiments.py: the judge reads prompt + continuation and
 answers "Is this movie review positive?" (cpu preset: "Sentiment:", answered positive or negative); the
-reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385),
-given to GRPOTrainer through `ZeroShotRewardModel.as_trl_reward()`. Written for trl==1.16.0 (the version
+reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385; cpu preset: the log-odds), the very reward
+function the PPO run trains on (guards and --reward external included), given to GRPOTrainer as a TRL
+reward function of prompt + completion. Written for trl==1.16.0 (the version
 pinned in requirements.txt). A callback evaluates the current policy on the held-out prompts at step 0,
 every --eval-interval steps and at the end, and writes metrics.jsonl in the same format and with the same
 names as the PPO runs (reward/mean, metrics/prob_positive, metrics/external_vader in the cpu preset,
@@ -23,7 +24,7 @@ grpo/ otherwise (grpo/kl is TRL's mean per-token KL to the reference, grpo/rewar
 
 The script layer is PPO's (zyn_ppo/script.py): the same presets (zyn_ppo/presets.py), config YAML with the
 cpu overlay, run directory, run.json and checks; only the trainer differs. GRPO reads the PPO config's
-settings where the two trainers share a meaning: the step budget (zyn_ppo.config.step_budget), batch size,
+settings where the two trainers share a meaning: the step budget (script.step_budget), batch size,
 rollouts per round, passes over them (method.ppo_epochs), lr and AdamW settings, generation length, which
 blocks train, evaluation and checkpoint intervals. Its own flags (--batch-size, --learning-rate, ...) set
 those settings; --num-generations, --beta, --epsilon and --temperature are GRPO's alone.

@@ -19,7 +19,9 @@ An experiment script holds only its experiment:
 `main` parses the flags (every setting shows in --help), resolves the preset, loads the config YAML with
 the cpu overlay (configs/cpu.yml) and the flags, names the run directory after what defines the run
 (runs/<experiment>__<preset>__seed<seed>__<hash>: the same command continues its run, a changed one gets
-its own), prints the resolved run (--print-config stops there), and trains. A user error ends the script
+its own), prints the resolved run (--print-config stops there), and trains: with PPO (train_ppo), or with
+the trainer a script passes as `train=` (grpo_flan_sentiments.py: TRL's GRPO; qd_zyn.py: a MAP-Elites
+search), which gets the same config, run record, prompts, reward and metrics. A user error ends the script
 with one line `error: ...` and exit status 2 (--debug or ZYN_DEBUG=1 shows the traceback); a stop by
 Ctrl-C with one line and status 130 (SIGTERM: 143).
 

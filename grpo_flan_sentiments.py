@@ -3,8 +3,9 @@ yes/no question, with TRL's maintained GRPOTrainer instead of the project's PPO 
 
 Same experiment, flags and presets as ppo_flan_sentiments.py: the judge reads prompt + continuation and
 answers "Is this movie review positive?" (cpu preset: "Sentiment:", answered positive or negative); the
-reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385),
-given to GRPOTrainer through `ZeroShotRewardModel.as_trl_reward()`. Written for trl==1.16.0 (the version
+reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385; cpu preset: the log-odds), the very reward
+function the PPO run trains on (guards and --reward external included), given to GRPOTrainer as a TRL
+reward function of prompt + completion. Written for trl==1.16.0 (the version
 pinned in requirements.txt). A callback evaluates the current policy on the held-out prompts at step 0,
 every --eval-interval steps and at the end, and writes metrics.jsonl in the same format and with the same
 names as the PPO runs (reward/mean, metrics/prob_positive, metrics/external_vader in the cpu preset,
@@ -20,169 +21,109 @@ time/elapsed), so plots/plot_curves.py and plots/compare_ppo_grpo.py overlay PPO
 Training lines of metrics.jsonl carry TRL's own statistics renamed where the PPO runs have the same
 quantity (loss/total, lr, rollout/score_mean = mean reward of the sampled completions) and prefixed with
 grpo/ otherwise (grpo/kl is TRL's mean per-token KL to the reference, grpo/reward_std, grpo/entropy, ...).
+
+The script layer is PPO's (zyn_ppo/script.py): the same presets (zyn_ppo/presets.py), config YAML with the
+cpu overlay, run directory, run.json and checks; only the trainer differs. GRPO reads the PPO config's
+settings where the two trainers share a meaning: the step budget (script.step_budget), batch size,
+rollouts per round, passes over them (method.ppo_epochs), lr and AdamW settings, generation length, which
+blocks train, evaluation and checkpoint intervals. Its own flags (--batch-size, --learning-rate, ...) set
+those settings; --num-generations, --beta, --epsilon and --temperature are GRPO's alone.
 Running the same command again resumes from the latest checkpoint in the run directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import SimpleNamespace
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
-import tyro
-import yaml
-
 from transformers import TrainerCallback
 
-import ppo_flan_sentiments
 import zyn_ppo
-from zyn_ppo import UserError, runio, script
+from zyn_ppo import UserError, presets, runio, script
 
-HERE = Path(__file__).resolve().parent
-SAFE_TO_CHANGE = ("args.total_steps", "args.tracker", "args.logging_dir", "args.checkpoint_interval")
-PPO = ppo_flan_sentiments.PRESETS
-PPO_CPU = {**script.cpu_overlay(), **PPO["cpu"].changes}  # what ppo_flan_sentiments.py --preset cpu runs
-PRESETS = {
-    # the paper's models; batch schedule, optimiser, KL weight and generation as configs/ppo_flan_sentiments.yml
-    "paper": dict(judge=PPO["paper"].judge, policy="lvwerra/gpt2-imdb", tokenizer="gpt2", tracker="wandb",
-                  prompts="imdb", total_steps=10000, num_rollouts=128, batch_size=64, num_iterations=4,
-                  num_generations=8, max_new_tokens=40, learning_rate=1e-4, eval_interval=50,
-                  checkpoint_interval=10000, eval_batch_size=128, freeze_embeddings=False),
-    # offline on 2 CPU cores: the judge, policy, prompts and schedule of ppo_flan_sentiments.py --preset cpu,
-    # read from that preset (configs/cpu.yml and the preset's own changes), so the two cannot drift apart
-    "cpu": dict(judge=PPO["cpu"].judge, policy=PPO["cpu"].policy, tokenizer=None, tracker="none",
-                prompts=PPO["cpu"].prompts, total_steps=PPO_CPU["train.total_steps"],
-                num_rollouts=PPO_CPU["method.num_rollouts"], batch_size=PPO_CPU["train.batch_size"],
-                num_iterations=4, num_generations=4, max_new_tokens=PPO_CPU["method.gen_kwargs.max_new_tokens"],
-                learning_rate=PPO_CPU["optimizer.kwargs.lr"], eval_interval=PPO_CPU["train.eval_interval"],
-                checkpoint_interval=PPO_CPU["train.checkpoint_interval"], eval_batch_size=PPO_CPU["method.chunk_size"],
-                freeze_embeddings=PPO_CPU["model.freeze_embeddings"]),
-}
+TRL_VERSION = "1.16.0"
+GROUP = {"paper": 8, "cpu": 4}  # completions per prompt (--num-generations) in each preset
+# the sentiment experiment's judge, prompts and step budget: the very presets ppo_flan_sentiments.py runs
+PRESETS = {name: dataclasses.replace(preset, defaults={"num_generations": GROUP[name]})
+           for name, preset in presets.sentiment().items()}
 
 
 @dataclass
-class Args(script.AskingArgs):
-    exp_name: str = Path(__file__).stem
-    """name of this experiment (names the run directory)"""
-    preset: Literal["paper", "cpu"] = "paper"
-    """paper: the paper's models and data from the hub; cpu: offline, embedded SmolLM2-135M-Instruct"""
-    judge: str | None = None
-    """reward model, hub name or folder (None: google/flan-t5-large; cpu: SmolLM2-135M-Instruct)"""
-    policy: str | None = None
-    """policy to train, hub name or folder (None: lvwerra/gpt2-imdb; cpu: SmolLM2-135M-Instruct)"""
-    tokenizer: str | None = None
-    """policy tokenizer (None: gpt2 for the paper's policy, else the policy's own)"""
-    prompts: str | None = None
-    """'imdb' (first 4 words of each review) or a text file with one prompt per line (cpu preset)"""
-    num_eval: int = 64
-    """the last N prompts are held out for evaluation (64, as in ppo_flan_sentiments.py)"""
-    total_steps: int | None = None
-    """optimiser steps (None: the preset's; see --print-config)"""
-    seed: int = 1000
-    """random seed"""
-    logging_dir: str | None = None
-    """run directory (None: runs/<exp_name>__<preset>__seed<seed>__<hash of what defines the run>)"""
-    tracker: Literal["wandb", "tensorboard", "none"] | None = None
-    """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
+class Args(script.QuestionArgs):
+    # flags that stand for settings of the PPO config (None: the config's, see --print-config)
+    CONFIG_FLAGS: ClassVar[dict[str, str]] = {
+        "num_rollouts": "method.num_rollouts", "batch_size": "train.batch_size",
+        "num_iterations": "method.ppo_epochs", "max_new_tokens": "method.gen_kwargs.max_new_tokens",
+        "learning_rate": "optimizer.kwargs.lr", "num_layers_unfrozen": "model.num_layers_unfrozen",
+        "freeze_embeddings": "model.freeze_embeddings", "eval_interval": "train.eval_interval",
+        "eval_batch_size": "method.chunk_size", "checkpoint_interval": "train.checkpoint_interval"}
     num_rollouts: int | None = None
-    """completions sampled per generation round (PPO's method.num_rollouts)"""
+    """completions sampled per generation round (method.num_rollouts)"""
     batch_size: int | None = None
-    """completions per optimiser step (PPO's train.batch_size)"""
+    """completions per optimiser step (train.batch_size)"""
     num_iterations: int | None = None
-    """passes over each round's completions (PPO's method.ppo_epochs): a round serves
+    """passes over each round's completions (method.ppo_epochs): a round serves
     num_rollouts / batch_size * num_iterations optimiser steps"""
-    num_generations: int | None = None
-    """completions per prompt: GRPO's group, whose mean and std normalise the rewards"""
     max_new_tokens: int | None = None
-    """maximum length of a continuation"""
+    """maximum length of a continuation (method.gen_kwargs.max_new_tokens)"""
     learning_rate: float | None = None
-    """AdamW learning rate, constant (betas 0.9, 0.95, weight decay 1e-6, as the PPO config)"""
+    """AdamW learning rate, constant (optimizer.kwargs.lr; betas, eps and weight decay from the config too)"""
+    num_layers_unfrozen: int | None = None
+    """train only the last N blocks (plus embeddings, final norm and LM head, as the PPO runs); -1: everything
+    (model.num_layers_unfrozen)"""
+    freeze_embeddings: bool | None = None
+    """freeze the input embeddings (and a tied LM head) as the PPO runs do (model.freeze_embeddings)"""
+    eval_interval: int | None = None
+    """evaluate on the held-out prompts every this many steps, and at step 0 and the end (train.eval_interval)"""
+    eval_batch_size: int | None = None
+    """eval prompts per generate call (method.chunk_size)"""
+    checkpoint_interval: int | None = None
+    """save a checkpoint every this many steps, the latest two kept for resuming (train.checkpoint_interval)"""
+    num_generations: int | None = None
+    """completions per prompt: GRPO's group, whose mean and std normalise the rewards (None: paper 8, cpu 4)"""
     beta: float = 0.05
     """weight of the per-token KL to the initial policy in the loss (PPO's init_kl_coef puts it in the reward)"""
     epsilon: float = 0.2
     """clipping range of the probability ratio (PPO's cliprange)"""
     temperature: float = 1.0
     """sampling temperature (top_k 0, top_p 1: the policy's own distribution, as the PPO runs sample)"""
-    num_layers_unfrozen: int = 2
-    """train only the last N blocks (plus embeddings, final norm and LM head, as the PPO runs); -1: everything"""
-    freeze_embeddings: bool | None = None
-    """freeze the input embeddings (and a tied LM head) as model.freeze_embeddings of the PPO runs (None: the
-    preset's: paper False as trlx, cpu True as configs/cpu.yml)"""
-    eval_interval: int | None = None
-    """evaluate on the held-out prompts every this many steps (and at step 0 and the end)"""
-    eval_batch_size: int | None = None
-    """eval prompts per generate call (PPO's method.chunk_size)"""
-    checkpoint_interval: int | None = None
-    """save a checkpoint every this many steps (the latest is kept, for resuming)"""
-    overwrite: bool = False
-    """where the run directory holds another run's results, move them aside (to <dir>.old-<time>) and start"""
-    print_config: bool = False
-    """print the resolved config and the models and data a run would load, then exit"""
-    debug: bool = False
-    """show the full traceback of an error (also ZYN_DEBUG=1)"""
 
 
-def resolve(args: Args) -> Args:
-    """Fill in the preset's defaults."""
-    own_policy = args.policy is not None  # a policy of one's own brings its own tokenizer
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None and not (key == "tokenizer" and own_policy):
-            setattr(args, key, value)
-    note = script.resolve_asking(args, ppo_flan_sentiments.PRESETS)  # the PPO run's way of asking its question
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    if args.num_rollouts % args.batch_size or args.num_rollouts % args.num_generations:
-        raise UserError(f"--num-rollouts ({args.num_rollouts}) must be a multiple of --batch-size ({args.batch_size}) "
-                        f"and of --num-generations ({args.num_generations})")
-    if args.logging_dir is None:  # named after what defines the run: a changed one gets its own
-        tag = runio.short_hash(record(args), safe=SAFE_TO_CHANGE)
-        args.logging_dir = f"runs/{args.exp_name}__{args.preset}__seed{args.seed}__{tag}"
-    return args
-
-
-def record(args: Args) -> dict:
-    """What defines the run (recorded in run.json; a later run into the same directory must match)."""
-    return {"args": {k: v for k, v in asdict(args).items()
-                     if k not in ("overwrite", "print_config", "debug", "asking")},
-            "judge": make_reward(args).describe(), "trl": "1.16.0 (GRPOTrainer)",
-            "model_hashes": script.model_hashes(policy=args.policy, tokenizer=args.tokenizer, judge=args.judge)}
-
-
-# ------------------------------------------------------------------------------------------------- data
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """The first 4 words of every IMDB review (train + test), or the lines of the cpu prompt file."""
-    if args.prompts == "imdb":
-        from datasets import load_dataset
-
-        reviews = load_dataset("imdb", split="train+test")["text"]
-        prompts = [" ".join(review.split()[:4]) for review in reviews]
-    else:
-        path = Path(args.prompts) if Path(args.prompts).is_absolute() else HERE / args.prompts
-        prompts = script.read_prompt_lines(path, args.num_eval)
-    return prompts[:-args.num_eval], prompts[-args.num_eval:]
+    return script.movie_review_openers(args.preset, presets.NUM_EVAL)
 
 
-# ----------------------------------------------------------------------------------------------- reward
 def make_reward(args: Args) -> script.Judge:
     return script.ask(args)  # the same judge and questions as the PPO run
 
 
 def external_check(args: Args):
-    """An independent score of the samples, logged beside the judge's: VADER in the cpu preset."""
-    return script.vader_check() if args.preset == "cpu" else (lambda samples: {})
+    """The PPO run's checks from outside the judge: VADER (cpu preset) and metrics/ontask_film."""
+    return presets.sentiment_checks(args.preset)
+
+
+def extra_info(args: Args) -> dict:
+    """GRPO's own settings: part of what defines the run (run.json)."""
+    return {"trl": f"{TRL_VERSION} (GRPOTrainer)",
+            "grpo": {k: getattr(args, k) for k in ("num_generations", "beta", "epsilon", "temperature")}}
 
 
 # ------------------------------------------------------------------------------------------------ train
 class Evaluator:
     """The held-out evaluation of the PPO runs: same prompts, same metric names, same samples files."""
 
-    def __init__(self, args: Args, tokenizer, eval_prompts: list[str], judge: script.Judge, external, logger):
-        self.args, self.tokenizer, self.prompts, self.judge, self.external = args, tokenizer, eval_prompts, judge, external
+    def __init__(self, settings: SimpleNamespace, tokenizer, eval_prompts: list[str], reward_fn: Callable,
+                 metric_fn: Callable, logger: runio.RunLogger):
+        self.s, self.tokenizer, self.prompts, self.reward_fn, self.metric_fn = settings, tokenizer, eval_prompts, reward_fn, metric_fn
         self.logger, self.n_evals = logger, 0
 
     @torch.no_grad()
@@ -191,18 +132,18 @@ class Evaluator:
         model.eval()
         outputs = []
         with torch.random.fork_rng(devices=[]):  # same sampling noise at every evaluation
-            torch.manual_seed(self.args.seed)
-            for i in range(0, len(self.prompts), self.args.eval_batch_size):
-                chunk = self.prompts[i:i + self.args.eval_batch_size]
+            torch.manual_seed(self.s.seed)
+            for i in range(0, len(self.prompts), self.s.eval_batch_size):
+                chunk = self.prompts[i:i + self.s.eval_batch_size]
                 enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
                 out = model.generate(**enc.to(model.device), do_sample=True, top_k=0, top_p=1.0,
-                                     temperature=self.args.temperature, max_new_tokens=self.args.max_new_tokens,
+                                     temperature=self.s.temperature, max_new_tokens=self.s.max_new_tokens,
                                      pad_token_id=self.tokenizer.pad_token_id)
                 outputs += self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
         model.train(was_training)
         samples = [p + o for p, o in zip(self.prompts, outputs)]
-        rewards = self.judge.reward_fn(samples)
-        metrics = {**self.judge.metric_fn(samples), **self.external(samples)}
+        rewards = self.reward_fn(samples, prompts=self.prompts, outputs=outputs)
+        metrics = self.metric_fn(samples, prompts=self.prompts, outputs=outputs)
         rows = [dict(prompt=p, output=o, reward=rewards[j], metrics={k: v[j] for k, v in metrics.items()})
                 for j, (p, o) in enumerate(zip(self.prompts, outputs))]
         stats = {"reward/mean": float(np.mean(rewards)), **{f"metrics/{k}": float(np.mean(v)) for k, v in metrics.items()},
@@ -219,8 +160,8 @@ class ZynCallback(TrainerCallback):
 
     RENAMED = {"loss": "loss/total", "learning_rate": "lr", "reward": "rollout/score_mean"}
 
-    def __init__(self, evaluate: Evaluator, logger: runio.RunLogger, elapsed_before: float):
-        self.evaluate, self.logger, self.elapsed_before = evaluate, logger, elapsed_before
+    def __init__(self, evaluate: Evaluator, logger: runio.RunLogger, elapsed_before: float, eval_interval: int):
+        self.evaluate, self.logger, self.elapsed_before, self.eval_interval = evaluate, logger, elapsed_before, eval_interval
         self.t0, self.pending, self.bar = time.time(), {}, None
 
     def elapsed(self) -> float:
@@ -233,7 +174,7 @@ class ZynCallback(TrainerCallback):
 
     def on_step_end(self, targs, state, control, model=None, **kwargs):
         self.bar.update(1)
-        if state.global_step % self.evaluate.args.eval_interval == 0 or state.global_step >= state.max_steps:
+        if state.global_step % self.eval_interval == 0 or state.global_step >= state.max_steps:
             self.pending = self.evaluate(model, state.global_step)
 
     def on_log(self, targs, state, control, logs=None, **kwargs):
@@ -250,13 +191,26 @@ class ZynCallback(TrainerCallback):
         self.bar.close()
 
 
-def train(args: Args, data: tuple[list[str], list[str]] | None = None) -> Path:
-    """Check the run directory (one run, one writer, nothing lost), then train with TRL's GRPOTrainer."""
-    run_dir = Path(args.logging_dir)
+def train(args: Args, reward_fn: Callable, prompts: list[str], eval_prompts: list[str], metric_fn: Callable,
+          config: zyn_ppo.TRLConfig, run_info: dict, overwrite: bool = False) -> SimpleNamespace:
+    """script.main's trainer: check the run directory as the PPO engine does (one run, one writer, nothing
+    lost), then train with TRL's GRPOTrainer on the config's budget. Returns the run (run_dir)."""
+    tc, mc = config.train, config.method
+    if args.push_to_hub:
+        raise UserError("--push-to-hub: grpo_flan_sentiments.py does not upload; its checkpoints are in the run "
+                        "directory")
+    if mc.num_rollouts % tc.batch_size or mc.num_rollouts % args.num_generations:
+        raise UserError(f"--num-rollouts ({mc.num_rollouts}) must be a multiple of --batch-size ({tc.batch_size}) "
+                        f"and of --num-generations ({args.num_generations})")
+    # run.json as the PPO engine writes it: the config, the run, and what the prompts were
+    record = {"config": config.to_dict(), "run": {**run_info, "prompts_sha256": runio.content_hash(list(prompts)),
+                                                  "eval_prompts_sha256": runio.content_hash(list(eval_prompts))}}
+    run_dir = Path(tc.logging_dir)
     with runio.RunLock(run_dir):
-        mode = runio.check_run_dir(run_dir, record(args), resume=True, overwrite=args.overwrite, safe=SAFE_TO_CHANGE)
+        mode = runio.check_run_dir(run_dir, record, resume=True, overwrite=overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
-        runio.write_json_atomic(run_dir / runio.RUN_RECORD, {**record(args), "environment": runio.environment()})
+        runio.write_json_atomic(run_dir / runio.RUN_RECORD, {**record, "environment": runio.environment()})
+        runio.write_text_atomic(run_dir / "config.yaml", str(config))
         checkpoint = None
         if mode == "continue" and (run_dir / "checkpoints").is_dir():
             from transformers.trainer_utils import get_last_checkpoint
@@ -267,64 +221,63 @@ def train(args: Args, data: tuple[list[str], list[str]] | None = None) -> Path:
         elapsed = max([m["time/elapsed"] for m in kept if m.get("time/elapsed") is not None], default=0.0)
         if checkpoint:
             print(f"continuing {run_dir} from {checkpoint} (step {resume_step})", file=sys.stderr)
-        _train(args, run_dir, checkpoint, elapsed, data or load_prompts(args))
+        _train(args, config, record, run_dir, checkpoint, elapsed, prompts, eval_prompts, reward_fn, metric_fn)
     print(runio.summarize(run_dir), flush=True)
-    return run_dir
+    return SimpleNamespace(run_dir=run_dir)
 
 
-def _train(args: Args, run_dir: Path, checkpoint: str | None, elapsed: float,
-           data: tuple[list[str], list[str]]) -> None:
+def trl_reward(reward_fn: Callable, name: str) -> Callable[..., list[float]]:
+    """The experiment's reward as a TRL reward function, f(prompts, completions) -> rewards of prompt + completion."""
+    def reward(prompts=None, completions=None, **kwargs) -> list[float]:
+        return reward_fn([p + c for p, c in zip(prompts, completions)], prompts=list(prompts), outputs=list(completions))
+
+    reward.__name__ = reward.__qualname__ = name  # TRL logs rewards/<name>/mean
+    return reward
+
+
+def _train(args: Args, config: zyn_ppo.TRLConfig, record: dict, run_dir: Path, checkpoint: str | None, elapsed: float,
+           prompts: list[str], eval_prompts: list[str], reward_fn: Callable, metric_fn: Callable) -> None:
     import trl
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    if trl.__version__ != "1.16.0":
-        print(f"warning: written for trl==1.16.0 (requirements.txt), found {trl.__version__}", file=sys.stderr)
-    prompts, eval_prompts = data
-    judge, external = make_reward(args), external_check(args)
-    tokenizer = zyn_ppo.load_tokenizer(args.tokenizer or args.policy)
-    model = zyn_ppo.load_causal_lm(args.policy)
-    zyn_ppo.freeze_layers(model, args.num_layers_unfrozen, args.freeze_embeddings)  # what the PPO runs train
-    logger = runio.RunLogger(run_dir, None if args.tracker == "none" else args.tracker, record(args),
-                             project="zyn-flan-sentiments")
+    if trl.__version__ != TRL_VERSION:
+        print(f"warning: written for trl=={TRL_VERSION} (requirements.txt), found {trl.__version__}", file=sys.stderr)
+    tc, mc, opt = config.train, config.method, config.optimizer.kwargs
+    policy = config.model.model_path
+    tokenizer = zyn_ppo.load_tokenizer(config.tokenizer.tokenizer_path or policy)
+    model = zyn_ppo.load_causal_lm(policy)
+    zyn_ppo.freeze_layers(model, config.model.num_layers_unfrozen, config.model.freeze_embeddings)  # as PPO trains
+    logger = runio.RunLogger(run_dir, tc.tracker, record, project=tc.project_name)
     on_gpu = torch.cuda.is_available()
-    config = GRPOConfig(
-        output_dir=str(run_dir / "checkpoints"), run_name=run_dir.name, seed=args.seed, max_steps=args.total_steps,
-        per_device_train_batch_size=args.batch_size, steps_per_generation=args.num_rollouts // args.batch_size,
-        num_iterations=args.num_iterations, num_generations=args.num_generations,
-        max_completion_length=args.max_new_tokens, temperature=args.temperature, top_k=0, top_p=1.0,
-        beta=args.beta, epsilon=args.epsilon, learning_rate=args.learning_rate, lr_scheduler_type="constant",
-        adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=1e-6,
-        logging_steps=1, save_strategy="steps", save_steps=args.checkpoint_interval, save_total_limit=2,
+    max_new_tokens = mc.gen_kwargs["max_new_tokens"]
+    (beta1, beta2), judge = opt.get("betas", (0.9, 0.999)), record["run"]["judge"]
+    rewarded = judge["questions"] + judge.get("guards", [])
+    name = ("external" if record["run"]["reward"] == "external" else
+            "zyn_" + ("ensemble" if len(rewarded) > 1 else judge["questions"][0]["name"]))
+    grpo_config = GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"), run_name=run_dir.name, seed=tc.seed,
+        max_steps=script.step_budget(config),  # PPO's budget, by PPO's rule
+        per_device_train_batch_size=tc.batch_size, steps_per_generation=mc.num_rollouts // tc.batch_size,
+        num_iterations=mc.ppo_epochs, num_generations=args.num_generations,
+        max_completion_length=max_new_tokens, temperature=args.temperature, top_k=0, top_p=1.0,
+        beta=args.beta, epsilon=args.epsilon, learning_rate=opt["lr"], lr_scheduler_type="constant",
+        adam_beta1=beta1, adam_beta2=beta2, adam_epsilon=opt.get("eps", 1e-8), weight_decay=opt.get("weight_decay", 0.0),
+        logging_steps=1, save_strategy="steps", save_steps=tc.checkpoint_interval, save_total_limit=2,
         report_to="none", use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=False, disable_dropout=True, disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=judge.rm.as_trl_reward(), args=config,
+    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward(reward_fn, name), args=grpo_config,
                           train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer)
-    evaluate = Evaluator(args, tokenizer, eval_prompts, judge, external, logger)
-    trainer.add_callback(ZynCallback(evaluate, logger, elapsed))
+    settings = SimpleNamespace(seed=tc.seed, eval_batch_size=mc.chunk_size, temperature=args.temperature,
+                               max_new_tokens=max_new_tokens)
+    evaluate = Evaluator(settings, tokenizer, eval_prompts, reward_fn, metric_fn, logger)
+    trainer.add_callback(ZynCallback(evaluate, logger, elapsed, tc.eval_interval))
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         logger.close()
 
 
-# ------------------------------------------------------------------------------------------------- main
-def main(args: Args) -> None:
-    with script.user_errors(args.debug):
-        args = resolve(args)
-        print(yaml.safe_dump({"args": asdict(args), "asking": args.asking.to_dict(), "trl": "1.16.0 (GRPOTrainer)"},
-                             sort_keys=False))
-        if args.print_config:
-            return
-        zyn_ppo.check_hub([args.judge, args.policy, args.tokenizer] + (["imdb"] if args.prompts == "imdb" else []))
-        # what can be checked before the run directory is written
-        script.check_model(args.policy, "policy", causal=True, supported=list(zyn_ppo.ARCHITECTURES))
-        if args.tokenizer and args.tokenizer != args.policy:
-            script.check_model(args.tokenizer, "tokenizer", config=False)
-        script.check_model(args.judge, "judge")
-        train(args, load_prompts(args))
-
-
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__, extra_info=extra_info, train=train)

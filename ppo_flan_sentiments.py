@@ -22,25 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zyn_ppo import script
-from zyn_reward import JudgeSpec
+from zyn_ppo import presets, script
 
 QUESTION = "Is this movie review positive?"  # what the judge is asked about prompt + continuation (yes: rewarded)
-PRESETS = {
-    # the paper: Flan-T5-large asked QUESTION in a Flan template, P(Yes) vs P(No), reward (P - 0.5) * 10
-    "paper": script.Preset(judge="google/flan-t5-large", config="configs/ppo_flan_sentiments.yml", tracker="wandb",
-                           prompts="imdb (train+test): the first 4 words of each review", hub=["imdb"],
-                           asking=JudgeSpec(QUESTION, template="flan_review")),
-    # a laptop: gemma-3-270m asked the same question the way that measured best on real reviews
-    # (benchmarks/results_judge.md, results_tune.md): it completes "Sentiment:" with positive or negative
-    "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="vaderSentiment", oracle="external_vader",
-                         changes={"train.total_steps": 320},  # configs/cpu.yml has 160: VADER still rose there
-                         asking=JudgeSpec("Sentiment:", template="Review: {text}\n{question}",
-                                          answers=("positive", "negative"), transform="logodds",
-                                          asks="Is this movie review positive?", model="gemma-3-270m")),
-}
-NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
+PRESETS = presets.sentiment(QUESTION)  # judge, prompts and step budget, shared with grpo_flan_sentiments.py
 
 
 @dataclass
@@ -50,7 +35,7 @@ class Args(script.QuestionArgs):
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
     """Training and evaluation prompts: the first 4 words of each IMDB review, or the cpu prompt file."""
-    return script.movie_review_openers(args.preset, NUM_EVAL)
+    return script.movie_review_openers(args.preset, presets.NUM_EVAL)
 
 
 def make_reward(args: Args) -> script.Judge:
@@ -58,14 +43,9 @@ def make_reward(args: Args) -> script.Judge:
 
 
 def external_check(args: Args):
-    """Checks from outside the judge, logged beside it: the VADER sentiment lexicon (cpu preset; what
-    --reward external trains on) and whether the continuation still talks about a film (both presets)."""
-    vader, film = script.vader_check() if args.preset == "cpu" else (lambda samples: {}), script.film_check()
-
-    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        return {**vader(samples), **film(samples, **kwargs)}
-
-    return checks
+    """Checks from outside the judge, logged beside it: VADER (cpu preset; what --reward external trains on)
+    and whether the continuation still talks about a film (metrics/ontask_film)."""
+    return presets.sentiment_checks(args.preset)
 
 
 if __name__ == "__main__":

@@ -15,60 +15,46 @@ once and saved in state.json; every later review is binned with these frozen edg
     python qd_zyn.py                                            # paper preset: hub models (needs internet)
     python qd_zyn.py --preset paper --print-config
 
-Outputs in the run directory (`--logging-dir`, default runs/<exp_name>__<preset>__seed<seed>__<hash>):
+Outputs in the run directory (`--logging-dir`, default runs/qd_zyn__<preset>__seed<seed>__<hash>):
 archive.jsonl (one elite per line: bin, text, quality, descriptors, iteration), metrics.jsonl (one line per
 iteration: step, qd/score = sum of elite qualities, qd/coverage = filled bins / all bins, qd/max_quality,
 qd/mean_quality, qd/accepted, time/elapsed), state.json (bin edges, last finished iteration),
-config.json and archive.png/.svg (heat map of elite quality per bin). Running the same command again
-resumes from the archive in the run directory.
+run.json and config.yaml (what defines the search, as for the PPO runs) and archive.png/.svg (heat map of
+elite quality per bin). Running the same command again resumes from the archive in the run directory.
+
+The script layer is the PPO scripts' (zyn_ppo/script.py): the same common flags, presets, config YAML
+(configs/qd_zyn.yml; iterations are train.total_steps, proposals per iteration train.batch_size, sampling
+method.gen_kwargs), run directory and run.json; only what runs differs (`search` instead of a trainer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from types import SimpleNamespace
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
-import tyro
 
 import zyn_ppo
-from zyn_ppo import runio, script
+from zyn_ppo import UserError, runio, script
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
 EMBEDDED = "smollm2-135m-instruct"
-# settings that may change when a search continues (more iterations, another tracker, ...)
-SAFE_TO_CHANGE = ("total_steps", "tracker", "logging_dir", "print_config", "plot_interval", "debug",
-                  "judge_batch_size")
 
 
 @dataclass
-class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (names the run directory)"""
-    preset: Literal["paper", "cpu"] = "paper"
-    """paper: hub models (Flan-T5-large judge, SmolLM2-1.7B-Instruct mutation LM); cpu: offline, the embedded
-    SmolLM2-135M-Instruct as both"""
-    seed: int = 1000
-    """random seed"""
-    total_steps: int | None = None
-    """number of search iterations (each proposes --batch-size reviews); preset default if unset"""
-    logging_dir: str | None = None
-    """run directory (default runs/<exp_name>__<preset>__seed<seed>__<hash of the settings>); the same search there is resumed"""
-    tracker: Literal["wandb", "tensorboard", "none"] | None = None
-    """tracker besides metrics.jsonl (None: wandb for paper, offline without a key; none for cpu)"""
-    project_name: str = "zyn"
-    """W&B project name"""
-    judge: str | None = None
-    """judge model: hub id, local folder or 'smollm2-135m-instruct' (embedded); preset default if unset"""
-    policy: str | None = None
-    """mutation LM (a causal LM, prompted with a plain few-shot list); preset default if unset"""
+class Args(script.ScriptArgs):
+    # flags that stand for settings of the config (None: the config's, see --print-config)
+    CONFIG_FLAGS: ClassVar[dict[str, str]] = {
+        "batch_size": "train.batch_size", "max_new_tokens": "method.gen_kwargs.max_new_tokens",
+        "temperature": "method.gen_kwargs.temperature", "top_p": "method.gen_kwargs.top_p",
+        "project_name": "train.project_name"}
     question: str = "Is this movie review positive?"
     """the ZYN question whose P(yes) is the quality of a review"""
     descriptors: list[str] = field(
@@ -78,38 +64,40 @@ class Args:
     template: str = "flan_review"
     """zyn_reward TEMPLATES key used for every question"""
     bins: int | None = None
-    """bins per descriptor axis (edges at quantiles of the initial population); preset default if unset"""
+    """bins per descriptor axis (edges at quantiles of the initial population); paper 10, cpu 5"""
     init_size: int | None = None
-    """size of the initial population (also the sample the bin edges are estimated from)"""
+    """size of the initial population (also the sample the bin edges are estimated from); paper 64, cpu 32"""
     batch_size: int | None = None
-    """reviews proposed per iteration (one generate call, one judge call)"""
+    """reviews proposed per iteration, one generate call and one judge call (train.batch_size)"""
     num_examples: int = 3
     """archive elites shown as few-shot examples in each mutation prompt"""
     parents: Literal["archive", "seeds"] = "archive"
     """where the few-shot examples come from: archive elites (MAP-Elites), or the hand-made seed reviews
     only (the baseline: the same number of proposals, binned the same way, with no feedback from the archive)"""
     max_new_tokens: int | None = None
-    """maximum length of a proposed review in tokens"""
-    temperature: float = 0.9
-    """sampling temperature of the mutation LM"""
-    top_p: float = 0.95
-    """nucleus sampling of the mutation LM"""
+    """maximum length of a proposed review in tokens (method.gen_kwargs.max_new_tokens)"""
+    temperature: float | None = None
+    """sampling temperature of the mutation LM (method.gen_kwargs.temperature)"""
+    top_p: float | None = None
+    """nucleus sampling of the mutation LM (method.gen_kwargs.top_p)"""
+    project_name: str | None = None
+    """W&B project name (train.project_name)"""
     judge_batch_size: int = 32
-    """judge forward-pass batch size"""
+    """judge forward-pass batch size (may change when a search continues)"""
     plot_interval: int = 10
     """redraw archive.png every this many iterations (and at the end)"""
-    print_config: bool = False
-    """print the resolved configuration and exit (loads nothing)"""
-    debug: bool = False
-    """show the full traceback of an error (also ZYN_DEBUG=1)"""
 
 
 PRESETS = {
-    "paper": dict(judge="google/flan-t5-large", policy="HuggingFaceTB/SmolLM2-1.7B-Instruct", tracker="wandb",
-                  total_steps=500, bins=10, init_size=64, batch_size=16, max_new_tokens=80),
-    # batch 16: on CPU, 8x more sequences per decoding step cost only about 2x the time, so wide batches pay
-    "cpu": dict(judge=EMBEDDED, policy=EMBEDDED, tracker="none", total_steps=20, bins=5, init_size=32,
-                batch_size=16, max_new_tokens=40),
+    # the policy is the mutation LM: configs/qd_zyn.yml names SmolLM2-1.7B-Instruct
+    "paper": script.Preset(judge="google/flan-t5-large", config="configs/qd_zyn.yml", tracker="wandb",
+                           prompts="SEED_REVIEWS of qd_zyn.py: few-shot examples of the initial population",
+                           defaults={"bins": 10, "init_size": 64}),
+    # batch 16 (configs/cpu.yml): on CPU, 8x more sequences per decoding step cost only about 2x the time
+    "cpu": script.Preset(judge=EMBEDDED, policy=EMBEDDED,
+                         prompts="SEED_REVIEWS of qd_zyn.py: few-shot examples of the initial population",
+                         changes={"train.total_steps": 20, "method.gen_kwargs.max_new_tokens": 40},
+                         defaults={"bins": 5, "init_size": 32}),
 }
 
 # Hand-written seed reviews: few-shot examples for the initial population only (never archived themselves).
@@ -125,16 +113,25 @@ SEED_REVIEWS = [
 ]
 
 
-def resolve(args: Args) -> Args:
-    """Fill the preset's defaults into every unset field, and the run directory."""
-    values = {k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) is None}
-    args = dataclasses.replace(args, **values)
+def load_prompts(args: Args) -> tuple[list[str], list[str]]:
+    """The search's "prompts": the hand-written seed reviews that the initial population is written from."""
+    return list(SEED_REVIEWS), []
+
+
+def make_reward(args: Args) -> script.Judge:
+    """The judge and its questions as the run records them (the search asks them in one call, make_judge)."""
     if not 1 <= len(args.descriptors) <= 2:
-        raise zyn_ppo.UserError(f"--descriptors takes one or two questions, got {len(args.descriptors)}")
-    if args.logging_dir is None:  # named after what defines the search: a changed one gets its own
-        tag = runio.short_hash(vars(args), safe=SAFE_TO_CHANGE)
-        args.logging_dir = os.path.join("runs", f"{args.exp_name}__{args.preset}__seed{args.seed}__{tag}")
-    return args
+        raise UserError(f"--descriptors takes one or two questions, got {len(args.descriptors)}")
+    return script.Judge(args.judge, questions(args))
+
+
+def external_check(args: Args):
+    return lambda samples: {}  # nothing beside the judge
+
+
+def extra_info(args: Args) -> dict:
+    """The search's own settings: part of what defines the run (run.json)."""
+    return {"qd": {k: getattr(args, k) for k in ("bins", "init_size", "num_examples", "parents")}}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -212,15 +209,18 @@ def propose(model, tokenizer, examples: list[list[str]], args: Args) -> list[str
 # ------------------------------------------------------------------------------------------------------
 
 
-def make_judge(args: Args, shared_model=None, shared_tokenizer=None) -> ZeroShotRewardModel:
+def questions(args: Args) -> list[YesNoQuestion]:
+    """The quality question and the descriptor questions, all answered yes/no in one template."""
     template = TEMPLATES[args.template]
-    questions = [YesNoQuestion(args.question, target="yes", template=template, name="quality")]
-    questions += [YesNoQuestion(q, target="yes", template=template, name=f"axis{i}")
-                  for i, q in enumerate(args.descriptors)]
+    return [YesNoQuestion(args.question, target="yes", template=template, name="quality")] + [
+        YesNoQuestion(q, target="yes", template=template, name=f"axis{i}") for i, q in enumerate(args.descriptors)]
+
+
+def make_judge(args: Args, shared_model=None, shared_tokenizer=None) -> ZeroShotRewardModel:
     if shared_model is not None:
-        return ZeroShotRewardModel(shared_model, questions=questions, tokenizer=shared_tokenizer,
+        return ZeroShotRewardModel(shared_model, questions=questions(args), tokenizer=shared_tokenizer,
                                    batch_size=args.judge_batch_size)
-    return ZeroShotRewardModel(args.judge, questions=questions, batch_size=args.judge_batch_size)
+    return ZeroShotRewardModel(args.judge, questions=questions(args), batch_size=args.judge_batch_size)
 
 
 def score(rm: ZeroShotRewardModel, texts: list[str], num_axes: int) -> tuple[list[float], list[list[float]]]:
@@ -235,13 +235,10 @@ def score(rm: ZeroShotRewardModel, texts: list[str], num_axes: int) -> tuple[lis
 
 
 def write_json_atomic(path: Path, lines: list[dict] | dict, jsonl: bool = False) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        if jsonl:
-            f.writelines(json.dumps(x) + "\n" for x in lines)
-        else:
-            json.dump(lines, f, indent=2)
-    os.replace(tmp, path)
+    if jsonl:
+        runio.write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in lines))
+    else:
+        runio.write_json_atomic(path, lines)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -298,24 +295,34 @@ def load_policy(name: str):
     return zyn_ppo.load_causal_lm(name).eval(), zyn_ppo.load_tokenizer(name)
 
 
-def search(args: Args) -> dict:
-    """Run (or continue) the search in args.logging_dir; one writer at a time, never another run's directory."""
-    run_dir = Path(args.logging_dir)
+def search(args: Args, reward_fn: Callable, prompts: list[str], eval_prompts: list[str], metric_fn: Callable,
+           config: zyn_ppo.TRLConfig, run_info: dict, overwrite: bool = False) -> SimpleNamespace:
+    """script.main's trainer: run (or continue) the search in the config's run directory; one writer at a
+    time, never another run's directory (checked as the PPO engine checks it). Returns the run (run_dir,
+    archive)."""
+    if args.push_to_hub:
+        raise UserError("--push-to-hub: qd_zyn.py trains no policy; its archive is in the run directory")
+    tc, gen = config.train, config.method.gen_kwargs
+    # the settings the search reads, from the config (where the flags put them)
+    args = dataclasses.replace(args, total_steps=tc.total_steps, batch_size=tc.batch_size, seed=tc.seed,
+                               tracker=tc.tracker, policy=config.model.model_path,
+                               max_new_tokens=gen["max_new_tokens"], temperature=gen.get("temperature", 1.0),
+                               top_p=gen.get("top_p", 1.0), project_name=tc.project_name)
+    record = {"config": config.to_dict(), "run": run_info}
+    run_dir = Path(tc.logging_dir)
     with runio.RunLock(run_dir):
-        return _search(args, run_dir)
+        runio.check_run_dir(run_dir, record, resume=True, overwrite=overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runio.write_json_atomic(run_dir / runio.RUN_RECORD, {**record, "environment": runio.environment()})
+        runio.write_text_atomic(run_dir / "config.yaml", str(config))
+        archive = _search(args, run_dir, record, prompts)
+    print(runio.summarize(run_dir), flush=True)
+    return SimpleNamespace(run_dir=run_dir, archive=archive)
 
 
-def _search(args: Args, run_dir: Path) -> dict:
+def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
     state_path, archive_path = run_dir / "state.json", run_dir / "archive.jsonl"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
-    if state is not None:  # continuing: the stored run must be this one
-        stored = runio.read_record(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-        diff = runio.differences(stored, vars(args), safe=SAFE_TO_CHANGE)
-        if diff:
-            raise zyn_ppo.UserError(f"{run_dir} holds a different search ({'; '.join(diff[:6])}); leave "
-                                    "--logging-dir unset to get a directory of its own")
-    write_json_atomic(run_dir / "config.json", vars(args))
-
     model, tokenizer = load_policy(args.policy)
     rm = make_judge(args, model, tokenizer) if args.judge == args.policy else make_judge(args)
     num_axes, num_cells = len(args.descriptors), args.bins ** len(args.descriptors)
@@ -323,7 +330,7 @@ def _search(args: Args, run_dir: Path) -> dict:
         runio.keep_metrics_until(run_dir / "metrics.jsonl", state["iteration"])
     elif (run_dir / "metrics.jsonl").exists():
         runio.keep_metrics_until(run_dir / "metrics.jsonl", -1)  # a start that died before iteration 0 ended
-    tracker = runio.RunLogger(run_dir, args.tracker, vars(args), project=args.project_name)
+    tracker = runio.RunLogger(run_dir, args.tracker, record, project=args.project_name)
 
     def evaluate(texts: list[str], iteration: int) -> list[dict]:
         texts = [t for t in texts if len(t) >= 3]
@@ -337,7 +344,7 @@ def _search(args: Args, run_dir: Path) -> dict:
         start = time.time()
         random.seed(args.seed)
         torch.manual_seed(args.seed)
-        examples = [random.sample(SEED_REVIEWS, args.num_examples) for _ in range(args.init_size)]
+        examples = [random.sample(seeds, args.num_examples) for _ in range(args.init_size)]
         texts = [t for i in range(0, args.init_size, args.batch_size)
                  for t in propose(model, tokenizer, examples[i:i + args.batch_size], args)]
         population = evaluate(texts, 0)
@@ -362,7 +369,7 @@ def _search(args: Args, run_dir: Path) -> dict:
     for iteration in range(state["iteration"] + 1, args.total_steps + 1):
         random.seed(args.seed * 100_003 + iteration)  # per-iteration seeds: a resumed run continues identically
         torch.manual_seed(args.seed * 100_003 + iteration)
-        parents = [e["text"] for e in archive.values()] if args.parents == "archive" else SEED_REVIEWS
+        parents = [e["text"] for e in archive.values()] if args.parents == "archive" else seeds
         examples = [random.sample(parents, min(args.num_examples, len(parents))) for _ in range(args.batch_size)]
         accepted = 0
         for child in evaluate(propose(model, tokenizer, examples, args), iteration):
@@ -382,11 +389,10 @@ def _search(args: Args, run_dir: Path) -> dict:
     return archive
 
 
+def main(argv: list[str] | None = None) -> None:
+    script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__, extra_info=extra_info,
+                argv=argv, train=search)
+
+
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    with script.user_errors(args.debug):
-        args = resolve(args)
-        print(json.dumps(vars(args), indent=2))
-        if not args.print_config:
-            zyn_ppo.check_hub([args.policy, args.judge])
-            search(args)
+    main()

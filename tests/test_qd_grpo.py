@@ -12,6 +12,8 @@ import pytest
 import yaml
 from helpers import run_script
 
+from zyn_ppo import script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 import qd_zyn
@@ -115,7 +117,10 @@ def check_qd_run(run_dir: Path, steps: int, bins: int, axes: int) -> None:
     assert metrics[-1]["qd/score"] == pytest.approx(sum(e["quality"] for e in archive))
     assert metrics[-1]["qd/coverage"] == pytest.approx(len(archive) / bins ** axes)
     assert (run_dir / "archive.png").stat().st_size > 0 and (run_dir / "archive.svg").exists()
-    assert json.loads((run_dir / "config.json").read_text())["bins"] == bins
+    record = json.loads((run_dir / "run.json").read_text())  # the PPO runs' run record
+    assert record["run"]["qd"]["bins"] == bins and record["config"]["train"]["total_steps"] == steps
+    assert [q["name"] for q in record["run"]["judge"]["questions"]] == ["quality"] + [f"axis{i}" for i in range(axes)]
+    assert metrics[-1]["qd/num_elites"] == len(archive)
 
 
 @pytest.mark.slow
@@ -132,12 +137,10 @@ def test_qd_zyn_runs_and_resumes(tmp_path, tiny_llama_dir):
 
 def test_qd_zyn_one_descriptor_in_process(tmp_path, tiny_llama_dir):
     run_dir = tmp_path / "qd1"
-    args = qd_zyn.resolve(qd_zyn.Args(
-        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, descriptors=["Is this review about the plot?"],
-        init_size=6, batch_size=3, bins=4, max_new_tokens=6, total_steps=1, logging_dir=str(run_dir)))
-    archive = qd_zyn.search(args)
+    qd_zyn.main(["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir, "--descriptors",
+                 "Is this review about the plot?", "--init-size", "6", "--batch-size", "3", "--bins", "4",
+                 "--max-new-tokens", "6", "--total-steps", "1", "--logging-dir", str(run_dir)])
     check_qd_run(run_dir, steps=1, bins=4, axes=1)
-    assert len(archive) == len(read_jsonl(run_dir / "archive.jsonl"))
 
 
 def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
@@ -151,22 +154,24 @@ def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
 
     monkeypatch.setattr(qd_zyn, "propose", recording_propose)
     run_dir = tmp_path / "qd_seeds"
-    args = qd_zyn.resolve(qd_zyn.Args(
-        preset="cpu", judge=tiny_llama_dir, policy=tiny_llama_dir, parents="seeds", init_size=4, batch_size=3,
-        bins=2, max_new_tokens=6, total_steps=2, logging_dir=str(run_dir)))
-    qd_zyn.search(args)
+    qd_zyn.main(["--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir, "--parents", "seeds",
+                 "--init-size", "4", "--batch-size", "3", "--bins", "2", "--max-new-tokens", "6", "--total-steps", "2",
+                 "--logging-dir", str(run_dir)])
     check_qd_run(run_dir, steps=2, bins=2, axes=2)
-    assert len(shown) == 4 + 2 * 3 and all(len(ex) == args.num_examples for ex in shown)
+    assert len(shown) == 4 + 2 * 3 and all(len(ex) == qd_zyn.Args.num_examples for ex in shown)
     assert all(text in qd_zyn.SEED_REVIEWS for ex in shown for text in ex)
 
 
 def test_qd_zyn_print_config_paper_offline():
-    out = run("qd_zyn.py", "--print-config", timeout=120)
-    config = json.loads(out.stdout)
-    assert config["judge"] == "google/flan-t5-large" and config["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
-    assert config["question"] == "Is this movie review positive?" and len(config["descriptors"]) == 2
-    assert config["tracker"] == "wandb" and config["bins"] == 10
-    assert re.fullmatch(r"runs/qd_zyn__paper__seed1000__[0-9a-f]{8}", config["logging_dir"])
+    printed = yaml.safe_load(run("qd_zyn.py", "--print-config", timeout=120).stdout)
+    config, run_ = printed["config"], printed["run"]
+    assert run_["judge"]["model"] == "google/flan-t5-large" and run_["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    questions = [q["question"] for q in run_["judge"]["questions"]]
+    assert questions[0] == "Is this movie review positive?" and len(questions) == 3  # quality and two axes
+    assert config["train"]["tracker"] == "wandb" and run_["qd"]["bins"] == 10 and run_["qd"]["init_size"] == 64
+    assert (config["train"]["total_steps"], config["train"]["batch_size"]) == (500, 16)
+    assert config["method"]["gen_kwargs"]["max_new_tokens"] == 80 and config["method"]["gen_kwargs"]["top_p"] == 0.95
+    assert re.fullmatch(r"runs/qd_zyn__paper__seed1000__[0-9a-f]{8}", config["train"]["logging_dir"])
 
 
 # ------------------------------------------------------------------------------ grpo_flan_sentiments.py
@@ -174,11 +179,9 @@ def test_qd_zyn_print_config_paper_offline():
 
 @pytest.mark.slow
 def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"The movie number {i} was" for i in range(12)) + "\n")
     run_dir = tmp_path / "grpo"
     run("grpo_flan_sentiments.py", "--preset", "cpu", "--judge", tiny_llama_dir, "--policy", tiny_llama_dir,
-        "--prompts", str(prompts), "--num-eval", "4", "--total-steps", "4", "--num-rollouts", "8",
+        "--total-steps", "4", "--num-rollouts", "8",
         "--batch-size", "4", "--num-iterations", "2", "--num-generations", "2", "--max-new-tokens", "6",
         "--eval-interval", "2", "--checkpoint-interval", "2", "--logging-dir", str(run_dir))
     metrics = read_jsonl(run_dir / "metrics.jsonl")
@@ -195,12 +198,13 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
         assert {"loss/total", "lr", "grpo/kl"} <= set(m)
     # a round of 8 completions serves 8 / 4 * 2 = 4 steps; its rewards are logged on its first step
     assert "rollout/score_mean" in metrics[1] and "rollout/score_mean" not in metrics[2]
-    import grpo_flan_sentiments
-
-    lr = grpo_flan_sentiments.PRESETS["cpu"]["learning_rate"]
-    assert all(m["lr"] == pytest.approx(lr) for m in metrics[1:])  # constant, as the PPO config
+    record = json.loads((run_dir / "run.json").read_text())  # the PPO engine's run record
+    lr = record["config"]["optimizer"]["kwargs"]["lr"]
+    assert lr == 3e-4 and all(m["lr"] == pytest.approx(lr) for m in metrics[1:])  # the cpu overlay's, constant
+    assert record["config"]["train"]["total_steps"] == 4 and record["config"]["method"]["ppo_epochs"] == 2
+    assert record["run"]["experiment"] == "grpo_flan_sentiments" and record["run"]["grpo"]["num_generations"] == 2
     samples = read_jsonl(run_dir / "samples" / "eval_4.jsonl")
-    assert len(samples) == 4 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}
+    assert len(samples) == 64 and set(samples[0]) == {"prompt", "output", "reward", "metrics"}  # the held-out 64
     for sample in samples:  # the cpu preset's reward, as the PPO run's: log-odds of P(" positive")
         p = sample["metrics"]["prob_is_this_movie_review_positive"]
         assert sample["metrics"]["prob_positive"] == p
@@ -208,30 +212,38 @@ def test_grpo_runs_and_logs_ppo_names(tmp_path, tiny_llama_dir):
     assert (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
 
 
-def test_grpo_cpu_preset_has_the_ppo_budget():
-    """The PPO-vs-GRPO comparison is only fair if the cpu presets sample and train the same amounts."""
-    import grpo_flan_sentiments
-    import ppo_flan_sentiments
-    import zyn_ppo
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_grpo_presets_resolve_to_the_ppo_judge_prompts_and_budget(preset):
+    """The PPO-vs-GRPO comparison is only fair if both scripts ask the same judge the same way, on the same
+    prompts, and sample and train the same amounts: both resolve through script.resolve and make_config."""
+    import grpo_flan_sentiments as grpo
+    import ppo_flan_sentiments as ppo
 
-    # what ppo_flan_sentiments.py --preset cpu runs: configs/cpu.yml and the preset's own changes (320 steps)
-    grpo = grpo_flan_sentiments.PRESETS["cpu"]
-    ppo = {**zyn_ppo.script.cpu_overlay(), **ppo_flan_sentiments.PRESETS["cpu"].changes}
-    assert grpo["total_steps"] == ppo["train.total_steps"] and grpo["batch_size"] == ppo["train.batch_size"]
-    assert grpo["num_rollouts"] == ppo["method.num_rollouts"]
-    assert grpo["num_iterations"] == zyn_ppo.TRLConfig.load_yaml(ROOT / "configs" / "ppo_flan_sentiments.yml"
-                                                                 ).method.ppo_epochs
-    assert grpo["learning_rate"] == ppo["optimizer.kwargs.lr"]
-    assert grpo["max_new_tokens"] == ppo["method.gen_kwargs.max_new_tokens"]
-    assert grpo["freeze_embeddings"] == ppo["model.freeze_embeddings"]  # the same parameters train
-    assert grpo["eval_batch_size"] == ppo["method.chunk_size"]
+    resolved = {}
+    for module in (ppo, grpo):
+        args = script.resolve(module.Args(preset=preset), module.PRESETS)
+        config, _ = script.make_config(args, module.PRESETS[preset])
+        resolved[module] = (args, config.to_dict(), module.PRESETS[preset])
+    (ppo_args, ppo_config, ppo_preset), (grpo_args, grpo_config, grpo_preset) = resolved[ppo], resolved[grpo]
+    assert grpo_args.judge == ppo_args.judge and grpo_args.asking == ppo_args.asking
+    assert grpo_preset.prompts == ppo_preset.prompts
+    if preset == "cpu":  # (the paper's are IMDB's, from the hub)
+        assert grpo.load_prompts(grpo_args) == ppo.load_prompts(ppo_args)
+    assert grpo_config == ppo_config  # one config: total_steps, batch, rollouts, epochs, lr, lengths, freezing
+    assert script.step_budget(script.TRLConfig.from_dict(grpo_config)) == {"cpu": 320, "paper": 800}[preset]
 
 
 def test_grpo_print_config_paper_offline():
-    out = run("grpo_flan_sentiments.py", "--print-config", timeout=120)
-    for expected in ("lvwerra/gpt2-imdb", "google/flan-t5-large", "tokenizer: gpt2", "prompts: imdb",
-                     "Is this movie review positive?", "trl: 1.16.0"):
-        assert expected in out.stdout
+    printed = yaml.safe_load(run("grpo_flan_sentiments.py", "--print-config", timeout=120).stdout)
+    run_ = printed["run"]
+    assert (run_["policy"], run_["tokenizer"], run_["judge"]["model"]) == ("lvwerra/gpt2-imdb", "gpt2", "google/flan-t5-large")
+    assert run_["prompts"].startswith("imdb") and run_["trl"].startswith("1.16.0")
+    assert run_["judge"]["questions"][0]["question"] == "Is this movie review positive?"
+    assert run_["grpo"] == {"num_generations": 8, "beta": 0.05, "epsilon": 0.2, "temperature": 1.0}
+    # the paper's budget, by the PPO engine's rule: 100 collections x 4 passes x 2 minibatches of 64
+    assert printed["config"]["train"]["total_steps"] == 10000 and printed["optimiser steps"].startswith("800:")
+    assert re.fullmatch(r"runs/grpo_flan_sentiments__paper__seed1000__[0-9a-f]{8}",
+                        printed["config"]["train"]["logging_dir"])
 
 
 # ------------------------------------------------------------------------------ plots/compare_ppo_grpo.py
@@ -261,13 +273,11 @@ def test_grpo_cpu_preset_shares_judge_prompts_and_step_budget_with_the_ppo_prese
     """grpo_flan_sentiments.py claims the PPO cpu preset's judge, question, prompts and schedule."""
     ppo = yaml.safe_load(run_script("ppo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)
     grpo = yaml.safe_load(run_script("grpo_flan_sentiments.py", "--preset", "cpu", "--print-config").stdout)
-    train, method = ppo["config"]["train"], ppo["config"]["method"]
-    assert grpo["args"]["judge"] == ppo["run"]["judge"]["model"] and grpo["args"]["prompts"] == ppo["run"]["prompts"]
-    assert grpo["asking"]["question"] == ppo["run"]["judge"]["questions"][0]["question"]
-    assert grpo["asking"]["answers"] == [ppo["run"]["judge"]["options"]["yes_words"][0],
-                                         ppo["run"]["judge"]["options"]["no_words"][0]]
-    assert grpo["args"]["policy"] == ppo["config"]["model"]["model_path"]
-    assert grpo["args"]["total_steps"] == train["total_steps"] == 320
-    assert (grpo["args"]["batch_size"], grpo["args"]["num_rollouts"]) == (train["batch_size"], method["num_rollouts"])
-    assert grpo["args"]["max_new_tokens"] == method["gen_kwargs"]["max_new_tokens"]
-    assert grpo["args"]["learning_rate"] == ppo["config"]["optimizer"]["kwargs"]["lr"]
+    for printed in (ppo, grpo):
+        printed["config"]["train"].pop("logging_dir")  # runs/<experiment>__...: each script's own
+    assert grpo["config"] == ppo["config"] and grpo["config"]["train"]["total_steps"] == 320
+    assert grpo["optimiser steps"] == ppo["optimiser steps"] == "320 (train.total_steps)"
+    for key in ("judge", "prompts", "policy", "tokenizer", "external", "model_hashes"):
+        assert grpo["run"][key] == ppo["run"][key], key
+    assert grpo["run"]["judge"]["questions"][0]["question"] == "Sentiment:"
+    assert grpo["run"]["judge"]["options"]["yes_words"] == ["positive"]

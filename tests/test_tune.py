@@ -83,7 +83,10 @@ def test_a_copied_script_with_only_the_question_changed_asks_it_the_papers_way(t
 
 
 def test_a_copied_script_that_asks_a_question_with_label_words_stops_with_one_line(tmp_path):
-    script = copy_sentiment_script(tmp_path, 'JudgeSpec("Sentiment:"', 'JudgeSpec("Is this movie review scary?"')
+    # the cpu preset's measured phrasing (zyn_ppo/presets.py) edited in the copy: a question with label words
+    script = copy_sentiment_script(tmp_path, "PRESETS = presets.sentiment(QUESTION)",
+                                   "PRESETS = presets.sentiment(QUESTION)\nimport dataclasses\nPRESETS['cpu'].asking = "
+                                   "dataclasses.replace(PRESETS['cpu'].asking, question='Is this movie review scary?')")
     proc = subprocess.run([sys.executable, str(script), "--preset", "cpu", "--print-config"], cwd=ROOT,
                           env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]

@@ -340,3 +340,12 @@ class TRLConfig:
 
     def __str__(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def step_budget(config: TRLConfig) -> int:
+    """The optimiser steps a run takes, for every trainer (PPO's and the GRPO script's): train.total_steps,
+    capped as trlx caps it at train.epochs collections, each of method.num_rollouts rollouts (whole chunks of
+    method.chunk_size) used for method.ppo_epochs passes of train.batch_size minibatches."""
+    tc, mc = config.train, config.method
+    store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)
+    return min(tc.total_steps, tc.epochs * mc.ppo_epochs * math.ceil(store_size / tc.batch_size))

@@ -19,7 +19,9 @@ An experiment script holds only its experiment:
 `main` parses the flags (every setting shows in --help), resolves the preset, loads the config YAML with
 the cpu overlay (configs/cpu.yml) and the flags, names the run directory after what defines the run
 (runs/<experiment>__<preset>__seed<seed>__<hash>: the same command continues its run, a changed one gets
-its own), prints the resolved run (--print-config stops there), and trains. A user error ends the script
+its own), prints the resolved run (--print-config stops there), and trains: with PPO (train_ppo), or with
+the trainer a script passes as `train=` (grpo_flan_sentiments.py: TRL's GRPO; qd_zyn.py: a MAP-Elites
+search), which gets the same config, run record, prompts, reward and metrics. A user error ends the script
 with one line `error: ...` and exit status 2 (--debug or ZYN_DEBUG=1 shows the traceback); a stop by
 Ctrl-C with one line and status 130 (SIGTERM: 143).
 
@@ -50,7 +52,7 @@ import yaml
 from zyn_models import EMBEDDED_MODELS, check_hub, model_fingerprint
 
 from . import runio
-from .config import ConfigError, TRLConfig, UserError  # noqa: F401  (UserError: for the scripts)
+from .config import ConfigError, TRLConfig, UserError, step_budget  # noqa: F401  (UserError: for the scripts)
 from .data import _find, movie_review_openers, read_prompt_lines  # noqa: F401  (for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,10 +297,12 @@ def _parse_value(text: str) -> Any:
         return yaml.safe_load(text)
 
 
-def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] = ()) -> tuple[TRLConfig, dict]:
+def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] = (),
+              flags: dict[str, str] = SCRIPT_FLAGS) -> tuple[TRLConfig, dict]:
     """Load a YAML config, apply `changes` ({"section.key": value}) and then `overrides` ("section.key=value"
     strings from the command line; values parsed as JSON first, so 3e-4 is a number, else as YAML).
-    Settings with a flag of their own (SCRIPT_FLAGS) cannot be overridden: the flag is the one way to set them.
+    Settings with a flag of their own (`flags`: SCRIPT_FLAGS and a script's CONFIG_FLAGS) cannot be overridden:
+    the flag is the one way to set them.
     Returns the config and {key: "old -> new"} for every setting that changed."""
     base_config = TRLConfig.load_yaml(path)
     base = base_config.to_dict()
@@ -307,8 +311,8 @@ def configure(path: str | os.PathLike, changes: dict, overrides: Sequence[str] =
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        if key in SCRIPT_FLAGS:
-            raise ConfigError(f"override {item!r}: {key} has its own flag, use {SCRIPT_FLAGS[key]} "
+        if key in flags:
+            raise ConfigError(f"override {item!r}: {key} has its own flag, use {flags[key]} "
                               "(the run directory's default name follows it)")
         changes[key] = _parse_value(value)
     config = TRLConfig.update(base, changes)
@@ -418,19 +422,24 @@ def make_config(args: ScriptArgs, preset: Preset) -> tuple[TRLConfig, dict]:
     changes.update(preset.changes)
     if args.policy is not None:
         changes.update({"model.model_path": args.policy, "tokenizer.tokenizer_path": preset.tokenizer or args.policy})
-    if args.total_steps is not None:
-        changes["train.total_steps"] = args.total_steps
+    own = getattr(args, "CONFIG_FLAGS", {})  # a script's flags that stand for config settings
+    for key, setting in {"total_steps": "train.total_steps", **own}.items():
+        if getattr(args, key) is not None:
+            changes[setting] = getattr(args, key)
     changes.update({"train.seed": args.seed, "train.tracker": None if args.tracker == "none" else args.tracker})
-    return configure(_find(args.config), changes, args.overrides)
+    flags = {**SCRIPT_FLAGS, **{setting: "--" + key.replace("_", "-") for key, setting in own.items()}}
+    return configure(_find(args.config), changes, args.overrides, flags)
 
 
 def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, make_reward: Callable,
          external_check: Callable, doc: str | None = None, extra_info: Callable | None = None,
-         after: Callable | None = None, argv: Sequence[str] | None = None) -> None:
+         after: Callable | None = None, argv: Sequence[str] | None = None, train: Callable | None = None) -> None:
     """Parse the flags and run the experiment (see the module docstring).
 
     extra_info(args) -> dict adds script-specific facts to the run record; after(args, run_dir) runs when
-    training has finished (e.g. rendering samples)."""
+    training has finished (e.g. rendering samples). train(args, **run) is the trainer (default train_ppo):
+    every trainer gets the same config, run record, prompts, reward and metrics, so two scripts of one
+    experiment differ only in this argument."""
     import tyro
 
     name = Path(inspect.getfile(args_cls)).stem
@@ -454,7 +463,8 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         record = {"config": config.to_dict(), "run": run}
         run_dir = args.logging_dir or f"runs/{name}__{args.preset}__seed{args.seed}__{runio.short_hash(record)}"
         config = TRLConfig.update(config, {"train.logging_dir": run_dir})
-        shown = {"config": config.to_dict(), "run": run, f"changed from {args.config}": changed}
+        shown = {"config": config.to_dict(), "run": run, "optimiser steps": describe_budget(config),
+                 f"changed from {args.config}": changed}
         if config.ignored:
             shown["ignored trlx-only keys"] = config.ignored
         print(yaml.safe_dump(shown, sort_keys=False, width=120))
@@ -485,15 +495,29 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         def oracle_fn(samples: list[str], **kwargs) -> list[float]:  # --reward external: the ceiling
             return [(x - 0.5) * 10 for x in checks(samples, **kwargs)[preset.oracle]]
 
-        from .trainer import train
-
         reward_fn = oracle_fn if args.reward == "external" else judge.reward_fn
-        trainer = train(reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts, metric_fn=metric_fn,
-                        config=config, run_info=run, overwrite=args.overwrite)
+        trainer = (train or train_ppo)(args, reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts,
+                                       metric_fn=metric_fn, config=config, run_info=run, overwrite=args.overwrite)
         if after is not None:
             after(args, trainer.run_dir)
         if args.push_to_hub:
             trainer.push_to_hub(args.push_to_hub)
+
+
+def train_ppo(args: ScriptArgs, **run):
+    """The project's PPO engine (zyn_ppo.train); returns the trainer (run_dir, push_to_hub)."""
+    from .trainer import train
+
+    return train(**run)
+
+
+def describe_budget(config: TRLConfig) -> str:
+    """How many optimiser steps a run takes, and what decides it (train.total_steps may be capped)."""
+    steps = step_budget(config)
+    if steps == config.train.total_steps:
+        return f"{steps} (train.total_steps)"
+    return (f"{steps}: train.total_steps {config.train.total_steps} is capped at train.epochs "
+            f"{config.train.epochs} collections x method.ppo_epochs x minibatches of each collection (as trlx)")
 
 
 def check_push(repo_id: str) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from . import runio
 from .card import write_model_card
-from .config import TRLConfig, UserError
+from .config import TRLConfig, UserError, step_budget
 from .core import (AdaptiveKLController, FixedKLController, RunningMoments, gae_advantages, kl_penalty_rewards,
                    logprobs_of_labels, masked_mean, pad_cat, policy_loss, trim, value_loss, whiten)
 from .model import load_causal_lm, load_policy, position_ids_from, quiet_hf
@@ -302,7 +302,7 @@ class PPOTrainer:
         self.max_prompt_length = tc.seq_length - self.max_new_tokens
         store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)  # whole chunks, per process
         self.minibatches = math.ceil(store_size / tc.batch_size)
-        self.total_steps = min(tc.total_steps, tc.epochs * mc.ppo_epochs * self.minibatches)
+        self.total_steps = step_budget(config)  # one rule for every trainer (config.py)
 
         # the run: what defines it, where it lives, whether it continues (decided on the main process)
         self.record = dict(config=config.to_dict(), run=run_info or {})

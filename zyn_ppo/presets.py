@@ -1,0 +1,45 @@
+"""Presets that more than one experiment script runs: defined once here, so that two trainers of the same
+experiment cannot drift apart in judge, prompts or step budget (experiment scripts import no other script).
+
+The sentiment experiment: ppo_flan_sentiments.py trains it with PPO, grpo_flan_sentiments.py with TRL's GRPO.
+"""
+
+from __future__ import annotations
+
+from zyn_reward import JudgeSpec
+
+from .script import Preset
+
+SENTIMENT_QUESTION = "Is this movie review positive?"
+NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
+
+
+def sentiment(question: str = SENTIMENT_QUESTION) -> dict[str, Preset]:
+    """The sentiment experiment's presets; `question` is the paper's (a copy of the script may ask another)."""
+    return {
+        # the paper: Flan-T5-large asked the question in a Flan template, P(Yes) vs P(No), reward (P - 0.5) * 10
+        "paper": Preset(judge="google/flan-t5-large", config="configs/ppo_flan_sentiments.yml", tracker="wandb",
+                        prompts="imdb (train+test): the first 4 words of each review", hub=["imdb"],
+                        asking=JudgeSpec(question, template="flan_review")),
+        # a laptop: gemma-3-270m asked the paper's question the way that measured best on real reviews
+        # (benchmarks/results_judge.md, results_tune.md): it completes "Sentiment:" with positive or negative
+        "cpu": Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
+                      prompts="data/movie_review_openers.txt", external="vaderSentiment", oracle="external_vader",
+                      changes={"train.total_steps": 320},  # configs/cpu.yml has 160: VADER still rose there
+                      asking=JudgeSpec("Sentiment:", template="Review: {text}\n{question}",
+                                       answers=("positive", "negative"), transform="logodds",
+                                       asks=SENTIMENT_QUESTION, model="gemma-3-270m")),
+    }
+
+
+def sentiment_checks(preset: str):
+    """The sentiment experiment's checks from outside the judge: the VADER sentiment lexicon (cpu preset; what
+    --reward external trains on) and whether the continuation still talks about a film (both presets)."""
+    from .script import film_check, vader_check
+
+    vader, film = vader_check() if preset == "cpu" else (lambda samples: {}), film_check()
+
+    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        return {**vader(samples), **film(samples, **kwargs)}
+
+    return checks

@@ -4,8 +4,9 @@ The judge (Flan-T5-large in the paper) reads prompt + continuation and is asked 
 from FilmAffinity?" (target Yes) and "Is this text too repetitive?" (target No); the reward is
 (p - 0.5) * 10, p the mean probability of the target answers (Eq. 3, 4 of arXiv 2308.06385). Logged at
 each evaluation: reward/mean, metrics/prob_positive (P(Yes) to the first question, the original's name),
-metrics/prob_ensemble (p), metrics/prob_<question> for each question, and a sentiment check from outside
-the judge: metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or external_vader (cpu).
+metrics/prob_ensemble (p), metrics/prob_<question> for each question, and checks from outside the judge:
+metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or external_vader (cpu),
+metrics/external_not_repetitive (distinct bigrams of the continuation) and metrics/ontask_film (a film word).
 
     python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_sentiments_robust.py --preset cpu --print-config  # what it would load, then exit
@@ -48,10 +49,26 @@ def make_reward(args: Args) -> script.Judge:
 
 
 def external_check(args: Args):
-    """A sentiment score from outside the judge: a sentiment classifier (paper) or VADER (cpu)."""
-    if args.preset == "paper":
-        return script.classifier_check(SENTIMENT, "POSITIVE", "external_sentiment")
-    return script.vader_check()
+    """Checks from outside the judge: sentiment (a classifier, paper; VADER, cpu), how little the continuation
+    repeats itself (external_not_repetitive: its distinct word bigrams / all its bigrams, the second question
+    checked by counting) and whether it still talks about a film (ontask_film)."""
+    sentiment = (script.classifier_check(SENTIMENT, "POSITIVE", "external_sentiment") if args.preset == "paper"
+                 else script.vader_check())
+    film = script.film_check()
+
+    def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
+        texts = samples if outputs is None else outputs
+        return {**sentiment(samples), "external_not_repetitive": [distinct_bigrams(t) for t in texts],
+                **film(samples, outputs=outputs)}
+
+    return checks
+
+
+def distinct_bigrams(text: str) -> float:
+    """Distinct word bigrams / all word bigrams of one text (lower-cased); 1 for a text of under two words."""
+    words = text.lower().split()
+    grams = list(zip(words, words[1:]))
+    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:

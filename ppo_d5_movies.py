@@ -4,7 +4,15 @@ The judge (the D5 validator in the paper: a Flan-T5 fine-tuned to tell whether a
 PROPERTY) reads prompt + continuation with the PROPERTY "This review is about a funny sci-fi"; the reward
 is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logged at each evaluation: reward/mean,
 metrics/prob_positive (P(Yes), the original's name), metrics/prob_<property> and, as checks from outside
-the judge, metrics/external_scifi_words and metrics/external_funny_words (share of samples with such words).
+the judge, metrics/external_scifi_words and metrics/external_funny_words (share of samples with such words),
+external_d5_words (their mean; what --reward external trains on) and metrics/ontask_film (a film word).
+
+The cpu preset asks gemma-3-270m the property's two halves the ways that measured best on real texts
+(Rotten Tomatoes critics' consensus, IMDb genres; benchmarks/results_tune.md): "Text: <text>\nGenre:"
+answered "science" vs "drama" (sci-fi films vs the rest, AUROC 0.88 held out; the Yes/No questions were
+weaker) and "Tone:" answered "funny" vs "serious" (comedies vs the rest, 0.79); the reward is Eq. (4) over
+both, (p - 0.5) * 10. There metrics/prob_positive and prob_<property> are the sci-fi half,
+metrics/prob_is_this_movie_funny the funny half and metrics/prob_ensemble p, the property.
 
     python ppo_d5_movies.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_d5_movies.py --preset cpu --print-config  # what it would load, then exit
@@ -27,8 +35,15 @@ PRESETS = {
                            tracker="wandb", prompts="imdb (train+test): the first 4 words of each review",
                            external="keywords", hub=["imdb", "google/flan-t5-large"],
                            asking=JudgeSpec(PROPERTY, template="d5_validator")),
-    "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_words"),
+    # a laptop: gemma-3-270m asked the property's two halves the ways that measured best on real critics' texts
+    # (benchmarks/results_tune.md: sci-fi vs other films AUROC 0.88, comedy vs the rest 0.79, held out), the
+    # reward Eq. (4) over both: P("science" after "Genre:") and P("funny" after "Tone:")
+    "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
+                         prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_words",
+                         asking=JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("science", "drama"),
+                                          calibrate=True, asks=PROPERTY, model="gemma-3-270m"),
+                         guards=[JudgeSpec("Tone:", template="Text: {text}\n{question}", answers=("funny", "serious"),
+                                           asks="Is this movie funny?", model="gemma-3-270m")]),
 }
 D5_TOKENIZER = "google/flan-t5-large"  # the D5 validator ships without its own tokenizer files
 SCIFI = re.compile(r"(?i)sci-?fi|science fiction|space|alien|robot|planet|galax|future|time travel")

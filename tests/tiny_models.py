@@ -1,8 +1,8 @@
 """Tiny random models and a real byte-level BPE tokenizer, built on the spot (no network).
 
 The tokenizer is trained in a few milliseconds on a small corpus in which "Yes", "No", " Yes" and
-" No" (and the answer words " positive" and " negative") are frequent, so that each is a single token,
-exactly as in real instruction-tuned vocabularies.
+" No" (and the presets' answer words: positive/negative, science/drama, funny/serious) are frequent, so
+that each is a single token, exactly as in real instruction-tuned vocabularies.
 The models are random: they test machinery (shapes, masks, maths), never quality.
 """
 
@@ -47,6 +47,7 @@ _CORPUS = [
     "acting plot story actor actress scene director music ending character characters watch watched",
     "0 1 2 3 4 5 6 7 8 9 ! ? . , ; : ' \" ( ) - the end. The movie. The story. A cat. A city at night.",
     "Review: a fine film.\nSentiment: positive Review: a dull film.\nSentiment: negative",
+    "Text: robots in space.\nGenre: science Text: a sad war.\nGenre: drama Text: a joke.\nTone: funny serious",
 ]
 
 
@@ -66,7 +67,8 @@ def make_tokenizer(chat_template: bool = True, vocab_size: int = 1000) -> PreTra
     )
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
-    for word in ("Yes", "No", " Yes", " No", "yes", "no", " positive", " negative"):
+    for word in ("Yes", "No", " Yes", " No", "yes", "no", " positive", " negative", " science", " drama", " funny",
+                 " serious"):
         assert len(fast(word, add_special_tokens=False).input_ids) == 1, word
     return fast
 

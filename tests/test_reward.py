@@ -828,3 +828,21 @@ def test_fast_path_rewards_equal_the_recipe(judges, tokenizer, arch, chat, case)
         rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, transform=kind, **options)
         assert rm.reward_fn(LONG_TEXTS) == pytest.approx(
             reference_reward(model, tokenizer, questions, LONG_TEXTS, transform=kind, **options), abs=1e-4)
+
+
+def test_the_package_keeps_the_old_names_and_imports_one_way():
+    """`from zyn_reward import X` works for every public name of the former zyn_reward.py, and the reward
+    imports neither the PPO framework nor the server (imports run scripts -> framework -> reward -> models)."""
+    import zyn_reward
+
+    for name in ("CONTENT_FREE", "EMBEDDED_MODELS", "EXAMPLE_ANSWERS", "EXAMPLE_SEPARATOR", "MAX_LENGTH_CAP",
+                 "POST_HEAD_ATTRIBUTES", "TEMPLATES", "TOKEN_BUDGET", "TRANSFORMS", "TRUE_VALUES", "YES_NO",
+                 "JudgeSpec", "ModelLoadError", "UserError", "YesNoQuestion", "ZeroShotRewardModel", "auroc",
+                 "bf16_is_fast", "calibration_offset", "embedded_model_path", "expected_calibration_error",
+                 "hub_cache_dir", "hub_cached", "hub_offline", "hub_unreachable", "main", "question_name",
+                 "read_labeled", "split_lines", "transform_reward"):
+        assert hasattr(zyn_reward, name), name
+    code = ("import sys, zyn_reward, zyn_reward.tune; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('zyn_ppo', 'zyn_serve', 'zyn_tune')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -72,7 +72,8 @@ class ZeroShotRewardModel:
     reuse_prefix: on a decoder-only judge, run the prompt part that all texts share (few-shot
         examples, a chat header) once and reuse its key/value cache for every batch (recomputed when
         the weights change), and for several questions run each text's shared part once and only each
-        question's suffix after it. False runs every prompt whole (the plain reference computation).
+        question's suffix after it. False runs every prompt whole, still in batches (recipe.py's
+        reference_probabilities runs them one at a time).
     """
 
     def __init__(

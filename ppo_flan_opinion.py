@@ -20,7 +20,7 @@ stance).
     python ppo_flan_opinion.py --preset cpu --topic "nuclear power" --stance "in favour of nuclear power"
 
 Check first that the judge can tell the stances apart (the embedded 135M judge cannot: AUROC 0.52):
-    python zyn_reward.py eval --labeled data/gun_stance_check.csv --template flan_toxicity \
+    python -m zyn_reward eval --labeled data/gun_stance_check.csv --template flan_toxicity \
         --question "Is this text in favour of stricter gun control?" --model smollm2-135m-instruct
 """
 

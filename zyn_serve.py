@@ -90,7 +90,9 @@ class VLLMJudge:
     def __init__(self, model, questions, yes_words=("Yes",), no_words=("No",), chat_template=True,
                  calibrate=False, max_length=None, dtype=None, gpu_memory_utilization=0.85,
                  tensor_parallel_size=1, **_):
-        from zyn_reward import CONTENT_FREE, UserError, YesNoQuestion, _default_max_length, _resolve_words
+        from zyn_reward import CONTENT_FREE, UserError, YesNoQuestion
+        from zyn_reward.model import default_max_length
+        from zyn_reward.recipe import resolve_words
 
         try:
             from vllm import LLM, SamplingParams
@@ -108,9 +110,9 @@ class VLLMJudge:
         self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
         self.model_name, self.tokenizer = str(model), AutoTokenizer.from_pretrained(path)
         self.chat = bool(chat_template and getattr(self.tokenizer, "chat_template", None))
-        self.max_length = max_length or _default_max_length(self.tokenizer, config)
-        self.yes_ids = _resolve_words(self.tokenizer, yes_words, "yes_words")
-        self.no_ids = _resolve_words(self.tokenizer, no_words, "no_words")
+        self.max_length = max_length or default_max_length(self.tokenizer, config)
+        self.yes_ids = resolve_words(self.tokenizer, yes_words, "yes_words")
+        self.no_ids = resolve_words(self.tokenizer, no_words, "no_words")
         self.llm = LLM(model=path, tokenizer=path, dtype=dtype or "auto", seed=0,
                        max_model_len=self.max_length + 1, gpu_memory_utilization=gpu_memory_utilization,
                        tensor_parallel_size=tensor_parallel_size)
@@ -699,11 +701,11 @@ def trl_reward_func(url=None, token=None, include_prompt: bool = True, question_
     A dataset column named `question_column` gives per-sample questions; P(target) is logged as zyn/prob."""
 
     async def zyn_remote(prompts=None, completions=None, log_metric=None, **kwargs) -> list[float]:
-        from zyn_reward import _join_turns  # as ZeroShotRewardModel.as_trl_reward joins them
+        from zyn_reward.model import join_turns  # as ZeroShotRewardModel.as_trl_reward joins them
 
         completions = list(completions)
         prompts = list(prompts) if prompts is not None and include_prompt else [""] * len(completions)
-        texts = [_join_turns(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
+        texts = [join_turns(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
         questions = kwargs.get(question_column)
         parts = await asyncio.gather(*[
             score_remote(texts[i:i + chunk], None if questions is None else list(questions[i:i + chunk]),
@@ -752,7 +754,7 @@ def build_judge(args):
             return VLLMJudge(args.model, questions, gpu_memory_utilization=args.gpu_memory_utilization,
                              tensor_parallel_size=args.tensor_parallel_size, **kwargs)
         return HFJudge(args.model, questions, device=args.device, **kwargs)
-    except (ModelLoadError, ValueError) as error:  # as zyn_reward.py's command line: the user's to fix
+    except (ModelLoadError, ValueError) as error:  # as zyn_reward's command line: the user's to fix
         raise UserError(str(error)) from error
 
 
@@ -803,12 +805,14 @@ def server_config(app, limits: Limits, **kwargs):
 def main(argv=None):
     """The command line. A start-up error (bad flag, judge not found, port taken) is one line
     `error: ...` on stderr and exit status 2."""
-    from zyn_reward import ModelLoadError, UserError, _one_line, _Parser
+    from zyn_reward import ModelLoadError, UserError
+    from zyn_reward.cli import OneLineParser
+    from zyn_reward.errors import one_line
 
     try:
-        serve(_Parser, argv)
+        serve(OneLineParser, argv)
     except (UserError, ModelLoadError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

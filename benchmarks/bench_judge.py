@@ -22,7 +22,7 @@ techniques are read from those scores exactly as ZeroShotRewardModel computes th
 - judge ensemble:   weighted mean of the two judges' probabilities (same template, few-shot and
                     technique; the second judge with and without its chat template)
 - VADER:            the rule-based lexicon (compound score), a non-LM baseline.
-Raw scores are cached under $ZYN_CACHE/bench_judge, keyed by judge, prompts, texts and zyn_reward.py.
+Raw scores are cached under $ZYN_CACHE/bench_judge, keyed by judge, prompts, texts and zyn_reward's code.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import zyn_models  # noqa: E402
 import zyn_reward  # noqa: E402
 from zyn_reward import (TEMPLATES, YesNoQuestion, ZeroShotRewardModel,  # noqa: E402
                         expected_calibration_error, read_labeled)
-from zyn_tune import auroc_interval, sigmoid, techniques as tuned_techniques  # noqa: E402
+from zyn_reward.tune import auroc_interval, sigmoid, techniques as tuned_techniques  # noqa: E402
 
 from benchmarks.corpora import DATA_PACKAGE, DEV_FILE, drug_reviews_dev  # noqa: E402
 TEMPLATE_SETS = {  # per template family: the template for reviews and for other texts
@@ -109,7 +109,7 @@ class Args:
     data_dir: str | None = None
     """where the data package is downloaded (default: $ZYN_CACHE/data)"""
     score_cache: bool = True
-    """reuse raw scores from $ZYN_CACHE/bench_judge (keyed by judge, prompts, texts and zyn_reward.py)"""
+    """reuse raw scores from $ZYN_CACHE/bench_judge (keyed by judge, prompts, texts and zyn_reward's code)"""
     output: str | None = "benchmarks/results_judge.md"
     """markdown results file ('' to print only)"""
     append: bool = False
@@ -231,7 +231,7 @@ def score_view(model, tokenizer, questions, texts, chat: bool, batch_size: int) 
 
 def techniques(scores: dict) -> dict[str, np.ndarray]:
     """The probability of the positive class under each technique, from one view's scores (the tuner's
-    arithmetic, zyn_tune.techniques, plus the negation alone)."""
+    arithmetic, zyn_reward.tune.techniques, plus the negation alone)."""
     raw = np.array([scores["positive"]["raw"], scores["negation"]["raw"]])
     offsets = raw[:, 0] - np.array([scores["positive"]["calibrated"][0], scores["negation"]["calibrated"][0]])
     out = tuned_techniques(raw, offsets, has_negation=True)
@@ -242,7 +242,8 @@ def techniques(scores: dict) -> dict[str, np.ndarray]:
 class ScoreCache:
     def __init__(self, root: Path, enabled: bool):
         self.root, self.enabled = root, enabled
-        self.code = hashlib.sha256(Path(zyn_reward.__file__).read_bytes()).hexdigest()[:16]
+        package = sorted(Path(zyn_reward.__file__).parent.glob("*.py"))  # every module of the package
+        self.code = hashlib.sha256(b"".join(p.read_bytes() for p in package)).hexdigest()[:16]
 
     def key(self, judge, questions, texts, chat) -> Path:
         fields = [{k: repr(getattr(q, k)) for k in q.__dataclass_fields__} for q in questions]

@@ -1,4 +1,4 @@
-"""How long `python zyn_reward.py tune` takes, and what it picks, on 200 real labelled texts.
+"""How long `python -m zyn_reward tune` takes, and what it picks, on 200 real labelled texts.
 
     python -m benchmarks.bench_tune                                 # sentiment on IMDB reviews
     python -m benchmarks.bench_tune --task sentiment --corpus drugs # sentiment on drugs.com reviews
@@ -96,7 +96,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zyn-bench-tune-"))
     with open(work / "reviews.csv", "w", newline="") as f:
         csv.writer(f).writerows([("text", "label"), *pairs])
-    command = [sys.executable, str(ROOT / "zyn_reward.py"), "tune", "--question", question, "--labeled",
+    command = [sys.executable, "-m", "zyn_reward", "tune", "--question", question, "--labeled",
                str(work / "reviews.csv"), "--limit", str(args.limit), "--max-chars", str(args.max_chars),
                "--out", str(work / "spec.json"), *extra]
     load_before = os.getloadavg()
@@ -108,7 +108,7 @@ def main() -> None:
         sys.exit(f"error: tune failed:\n{done.stderr[-3000:]}")
     import torch
 
-    shown = (f"python zyn_reward.py tune --question {question!r} --labeled texts.csv --limit {args.limit} "
+    shown = (f"python -m zyn_reward tune --question {question!r} --labeled texts.csv --limit {args.limit} "
              f"--max-chars {args.max_chars} {' '.join(extra)}").strip()
     report = "\n".join([
         f"## {args.task}" + (f" ({args.corpus})" if args.task == "sentiment" else ""), "",
@@ -130,7 +130,7 @@ def main() -> None:
         return
     out = Path(args.output)
     if not out.exists():
-        out.write_text("# Choosing how to ask: `python zyn_reward.py tune` on real labelled text\n\n")
+        out.write_text("# Choosing how to ask: `python -m zyn_reward tune` on real labelled text\n\n")
     with open(out, "a") as f:
         f.write(report + "\n")
     print(f"appended to {args.output} ({seconds:.0f} s)")

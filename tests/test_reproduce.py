@@ -73,6 +73,8 @@ def test_reproduce_says_equal_for_a_recorded_run_and_different_for_a_changed_one
     assert "run definition: the same" in again.stdout and "verdict: equal" in again.stdout
     assert "step 1" in again.stdout and "different" not in again.stdout
     assert "evaluation texts at step 0: 64 of 64 identical" in again.stdout
+    threads = json.loads((recorded / "run.json").read_text())["environment"]["torch_threads"]
+    assert f"(OMP_NUM_THREADS={threads})" in again.stdout and f"threads: {threads} as recorded" in again.stdout
 
     changed = tmp_path / "changed"  # a recorded number that the code does not give
     shutil.copytree(recorded, changed)

@@ -11,9 +11,11 @@ config, judge, prompts: a changed default would make the comparison meaningless)
 (package versions, code commit), and how many evaluation texts are identical. Exit status 0 when every
 compared metric is equal, 1 when one differs, 2 on a user error.
 
-What to expect: the same command, package versions (requirements.lock) and CPU type give identical numbers,
-also on a fresh machine with an empty model cache. Another CPU type, thread count or GPU computes the same
-maths with other rounding, and sampled texts diverge from the first differing token on.
+What to expect: the same command, package versions (requirements.lock), CPU type and thread count give
+identical numbers, also on a fresh machine with an empty model cache; the reproduction runs with the recorded
+thread count (run.json's environment.torch_threads; runs recorded before it was, used 2). Another CPU type,
+thread count or GPU computes the same maths with other rounding, and sampled texts diverge from the first
+differing token on (seen: a detox run reproduced with 1 thread instead of 2 kept 60 of its 64 first texts).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -124,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print("running:", " ".join(command[1:]), flush=True)
-    done = subprocess.run(command, cwd=ROOT)
+    env, threads = dict(os.environ), record.get("environment", {}).get("torch_threads")
+    if threads:  # the recorded run's thread count: another one rounds sums otherwise and samples other texts
+        env["OMP_NUM_THREADS"] = str(threads)
+    print("running:", " ".join(command[1:]), f"(OMP_NUM_THREADS={threads})" if threads else "", flush=True)
+    done = subprocess.run(command, cwd=ROOT, env=env)
     if done.returncode != 0:
         print(f"error: the reproduction exited with status {done.returncode}; see its output above", file=sys.stderr)
         return 2
@@ -141,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                                   ", ".join(f"{k} {a} -> {b}" for k, (a, b) in versions.items())))
     print(f"code: recorded {old_env.get('code', {}).get('commit', 'unknown')}, now {new_env.get('code', {}).get('commit')}"
           f"{' (with uncommitted changes)' if new_env.get('code', {}).get('dirty') else ''}")
+    cpus = old_env.get("cpu"), new_env.get("cpu")
+    print(f"threads: {threads} as recorded" if threads else
+          "threads: not recorded (runs before this was recorded used 2: set OMP_NUM_THREADS=2 if they differ)")
+    if cpus[0] and cpus[0] != cpus[1]:
+        print(f"cpu: recorded {cpus[0]}, now {cpus[1]} (another CPU type rounds differently)")
     width = max((len(k) for _, k, _ in rows), default=0)
     for step, key, verdict in rows:
         print(f"  step {step:<5} {key:<{width}}  {verdict}")

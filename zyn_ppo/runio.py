@@ -93,8 +93,21 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"versions": versions, "code": code_version(), "machine": platform.machine(),
+    import torch
+
+    return {"versions": versions, "code": code_version(), "machine": platform.machine(), "cpu": cpu_model(),
+            # CPU threads change the rounding of every sum, so sampled texts diverge (reproduce sets them back)
+            "torch_threads": torch.get_num_threads(),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
 
 
 def flatten(d: Any, prefix: str = "", skip: tuple = ()) -> dict:

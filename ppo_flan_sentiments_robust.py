@@ -58,17 +58,11 @@ def external_check(args: Args):
 
     def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs
-        return {**sentiment(samples), "external_not_repetitive": [distinct_bigrams(t) for t in texts],
-                **film(samples, outputs=outputs)}
+        # a text of under two words repeats nothing: 1
+        not_repetitive = [script.distinct_n([t], 2) if len(t.split()) > 1 else 1.0 for t in texts]
+        return {**sentiment(samples), "external_not_repetitive": not_repetitive, **film(samples, outputs=outputs)}
 
     return checks
-
-
-def distinct_bigrams(text: str) -> float:
-    """Distinct word bigrams / all word bigrams of one text (lower-cased); 1 for a text of under two words."""
-    words = text.lower().split()
-    grams = list(zip(words, words[1:]))
-    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:

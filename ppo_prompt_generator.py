@@ -77,12 +77,6 @@ def make_reward(args: Args) -> script.Judge:
                                      for q, t, n in zip(args.question, targets, names)])
 
 
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct word n-grams / all word n-grams over the texts (lower-cased, split on whitespace); 0 if none."""
-    grams = [tuple(words[i:i + n]) for words in (t.lower().split() for t in texts) for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
 def external_check(args: Args):
     """Diversity of the continuations of one scoring batch (both presets), repeated for each sample, and on
     task: the continuation still describes its subject (ontask_prompt, script.prompt_relevance_check)."""
@@ -90,7 +84,7 @@ def external_check(args: Args):
 
     def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs
-        return {**{f"distinct_{n}": [distinct_n(texts, n)] * len(samples) for n in (1, 2)},
+        return {**{f"distinct_{n}": [script.distinct_n(texts, n)] * len(samples) for n in (1, 2)},
                 **ontask(samples, outputs=outputs, **kwargs)}
 
     return diversity

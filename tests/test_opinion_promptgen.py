@@ -101,7 +101,8 @@ def reference_distinct(texts: list[str], n: int) -> float:
 
 
 def test_distinct_n():
-    from ppo_prompt_generator import Args, distinct_n, external_check
+    from ppo_prompt_generator import Args, external_check
+    from zyn_ppo.script import distinct_n
 
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)

@@ -342,10 +342,16 @@ class TRLConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def collection_minibatches(config: TRLConfig) -> int:
+    """Minibatches of train.batch_size in one collection of method.num_rollouts rollouts (whole chunks of
+    method.chunk_size, per process)."""
+    mc = config.method
+    return math.ceil(mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size) / config.train.batch_size)
+
+
 def step_budget(config: TRLConfig) -> int:
     """The optimiser steps a run takes, for every trainer (PPO's and the GRPO script's): train.total_steps,
-    capped as trlx caps it at train.epochs collections, each of method.num_rollouts rollouts (whole chunks of
-    method.chunk_size) used for method.ppo_epochs passes of train.batch_size minibatches."""
-    tc, mc = config.train, config.method
-    store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)
-    return min(tc.total_steps, tc.epochs * mc.ppo_epochs * math.ceil(store_size / tc.batch_size))
+    capped as trlx caps it at train.epochs collections, each used for method.ppo_epochs passes over its
+    minibatches."""
+    tc = config.train
+    return min(tc.total_steps, tc.epochs * config.method.ppo_epochs * collection_minibatches(config))

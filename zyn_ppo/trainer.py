@@ -21,7 +21,7 @@ import torch
 
 from . import runio
 from .card import write_model_card
-from .config import TRLConfig, UserError, step_budget
+from .config import TRLConfig, UserError, collection_minibatches, step_budget
 from .core import (AdaptiveKLController, FixedKLController, RunningMoments, gae_advantages, kl_penalty_rewards,
                    logprobs_of_labels, masked_mean, pad_cat, policy_loss, trim, value_loss, whiten)
 from .model import load_causal_lm, load_policy, position_ids_from, quiet_hf
@@ -300,8 +300,7 @@ class PPOTrainer:
         self.scale_reward = str(mc.scale_reward).lower() if str(mc.scale_reward).lower() in ("ref", "running") else None
         self.max_new_tokens = int(mc.gen_kwargs.get("max_new_tokens", 40))
         self.max_prompt_length = tc.seq_length - self.max_new_tokens
-        store_size = mc.chunk_size * math.ceil(mc.num_rollouts / mc.chunk_size)  # whole chunks, per process
-        self.minibatches = math.ceil(store_size / tc.batch_size)
+        self.minibatches = collection_minibatches(config)
         self.total_steps = step_budget(config)  # one rule for every trainer (config.py)
 
         # the run: what defines it, where it lives, whether it continues (decided on the main process)

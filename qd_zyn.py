@@ -71,9 +71,10 @@ class Args(script.ScriptArgs):
     """reviews proposed per iteration, one generate call and one judge call (train.batch_size)"""
     num_examples: int = 3
     """archive elites shown as few-shot examples in each mutation prompt"""
-    parents: Literal["archive", "seeds"] = "archive"
-    """where the few-shot examples come from: archive elites (MAP-Elites), or the hand-made seed reviews
-    only (the baseline: the same number of proposals, binned the same way, with no feedback from the archive)"""
+    parents: Literal["archive", "seeds", "mixed"] = "archive"
+    """where the few-shot examples come from: archive elites (MAP-Elites); the hand-made seed reviews only (the
+    baseline: the same number of proposals, binned the same way, with no feedback from the archive); or mixed:
+    one seed review among archive elites in every prompt (the seeds keep proposals long and varied)"""
     max_new_tokens: int | None = None
     """maximum length of a proposed review in tokens (method.gen_kwargs.max_new_tokens)"""
     temperature: float | None = None
@@ -172,6 +173,19 @@ def qd_metrics(archive: dict[tuple[int, ...], dict], num_cells: int) -> dict[str
 # ------------------------------------------------------------------------------------------------------
 # Data: few-shot mutation prompts
 # ------------------------------------------------------------------------------------------------------
+
+
+def few_shot(archive: dict[tuple[int, ...], dict], seeds: list[str], parents: str, num_examples: int) -> list[str]:
+    """The examples of one mutation prompt (module `random`): `num_examples` archive elites (parents
+    "archive"), seed reviews ("seeds"), or one seed review among archive elites in a random place ("mixed")."""
+    elites = [e["text"] for e in archive.values()]
+    if parents == "seeds":
+        return random.sample(seeds, min(num_examples, len(seeds)))
+    if parents == "archive":
+        return random.sample(elites, min(num_examples, len(elites)))
+    examples = random.sample(elites, min(num_examples - 1, len(elites)))
+    examples.insert(random.randrange(len(examples) + 1), random.choice(seeds))
+    return examples
 
 
 def mutation_prompt(examples: list[str]) -> str:
@@ -369,8 +383,7 @@ def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
     for iteration in range(state["iteration"] + 1, args.total_steps + 1):
         random.seed(args.seed * 100_003 + iteration)  # per-iteration seeds: a resumed run continues identically
         torch.manual_seed(args.seed * 100_003 + iteration)
-        parents = [e["text"] for e in archive.values()] if args.parents == "archive" else seeds
-        examples = [random.sample(parents, min(args.num_examples, len(parents))) for _ in range(args.batch_size)]
+        examples = [few_shot(archive, seeds, args.parents, args.num_examples) for _ in range(args.batch_size)]
         accepted = 0
         for child in evaluate(propose(model, tokenizer, examples, args), iteration):
             child["bin"] = list(bin_index(child["descriptors"], edges))

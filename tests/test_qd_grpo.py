@@ -2,8 +2,9 @@
 references, and each script run end to end as a subprocess on tiny random models (no network)."""
 
 import json
-import re
 import math
+import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -160,6 +161,24 @@ def test_qd_zyn_seed_parents_baseline(tmp_path, tiny_llama_dir, monkeypatch):
     check_qd_run(run_dir, steps=2, bins=2, axes=2)
     assert len(shown) == 4 + 2 * 3 and all(len(ex) == qd_zyn.Args.num_examples for ex in shown)
     assert all(text in qd_zyn.SEED_REVIEWS for ex in shown for text in ex)
+
+
+def test_qd_zyn_few_shot_parents():
+    """Each parent rule shows what it says: archive elites, seed reviews, or exactly one seed among elites."""
+    archive = {(i, 0): {"text": f"elite {i}"} for i in range(5)}
+    seeds = ["seed a", "seed b", "seed c"]
+    random.seed(0)
+    for _ in range(50):
+        assert all(t.startswith("elite") for t in qd_zyn.few_shot(archive, seeds, "archive", 3))
+        assert sorted(qd_zyn.few_shot(archive, seeds, "seeds", 3)) == seeds
+        mixed = qd_zyn.few_shot(archive, seeds, "mixed", 3)
+        assert len(mixed) == 3 and sum(t in seeds for t in mixed) == 1 and len(set(mixed)) == 3
+    positions = {next(i for i, t in enumerate(qd_zyn.few_shot(archive, seeds, "mixed", 3)) if t in seeds)
+                 for _ in range(60)}
+    assert positions == {0, 1, 2}  # the seed is not always in the same place
+    one_elite = {(0, 0): {"text": "elite 0"}}  # fewer elites than examples: all of them, and one seed
+    assert sorted(qd_zyn.few_shot(one_elite, seeds, "mixed", 3))[0] == "elite 0"
+    assert len(qd_zyn.few_shot(one_elite, seeds, "mixed", 3)) == 2
 
 
 def test_qd_zyn_print_config_paper_offline():

@@ -42,10 +42,21 @@ import numpy as np
 import torch
 
 import zyn_ppo
-from zyn_ppo import UserError, runio, script
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel
+from zyn_ppo import UserError, presets, runio, script
+from zyn_reward import JudgeSpec, ZeroShotRewardModel
 
 EMBEDDED = "smollm2-135m-instruct"
+GEMMA = "gemma-3-270m"
+# Ways of asking measured on real labelled text for gemma-3-270m (benchmarks/results_tune.md, held-out AUROC):
+# positive vs negative movie reviews 0.92, comedy vs other films 0.79, sci-fi vs other films 0.88. Asked Yes/No,
+# the same judge is near chance on real reviews (0.44): a question listed here is asked its measured way when
+# the judge is the one it was measured on, any other question Yes/No in --template.
+MEASURED = {spec.asks: spec for spec in (
+    presets.sentiment()["cpu"].asking,
+    JudgeSpec("Tone:", template="Text: {text}\n{question}", answers=("funny", "serious"),
+              asks="Is this movie funny?", model=GEMMA),
+    JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("science", "drama"), calibrate=True,
+              asks="Is this movie science fiction?", model=GEMMA))}
 
 
 @dataclass
@@ -57,12 +68,10 @@ class Args(script.ScriptArgs):
         "project_name": "train.project_name"}
     question: str = "Is this movie review positive?"
     """the ZYN question whose P(yes) is the quality of a review"""
-    descriptors: list[str] = field(
-        default_factory=lambda: ["Is this review about the acting?", "Is this review funny?"]
-    )
+    descriptors: list[str] = field(default_factory=lambda: ["Is this movie funny?", "Is this movie science fiction?"])
     """one or two ZYN questions whose P(yes) are the descriptor axes"""
     template: str = "flan_review"
-    """zyn_reward TEMPLATES key used for every question"""
+    """zyn_reward TEMPLATES key of the questions asked Yes/No (those without a way of asking measured on the judge)"""
     bins: int | None = None
     """bins per descriptor axis (edges at quantiles of the initial population); paper 10, cpu 5"""
     init_size: int | None = None
@@ -95,7 +104,8 @@ PRESETS = {
                            prompts="SEED_REVIEWS of qd_zyn.py: few-shot examples of the initial population",
                            defaults={"bins": 10, "init_size": 64}),
     # batch 16 (configs/cpu.yml): on CPU, 8x more sequences per decoding step cost only about 2x the time
-    "cpu": script.Preset(judge=EMBEDDED, policy=EMBEDDED,
+    # the judge: gemma-3-270m asked the ways measured on real critics' texts (MEASURED); the mutation LM: SmolLM2
+    "cpu": script.Preset(judge=GEMMA, policy=EMBEDDED,
                          prompts="SEED_REVIEWS of qd_zyn.py: few-shot examples of the initial population",
                          changes={"train.total_steps": 20, "method.gen_kwargs.max_new_tokens": 40},
                          defaults={"bins": 5, "init_size": 32}),
@@ -120,10 +130,11 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 
 def make_reward(args: Args) -> script.Judge:
-    """The judge and its questions as the run records them (the search asks them in one call, make_judge)."""
-    if not 1 <= len(args.descriptors) <= 2:
-        raise UserError(f"--descriptors takes one or two questions, got {len(args.descriptors)}")
-    return script.Judge(args.judge, questions(args))
+    """The judge and its questions as the run records them: the quality question, and each axis as a guard
+    (a question asked its own way of the same judge). The search reads their probabilities (make_judges,
+    score), never this Judge's reward."""
+    quality, *axes = specs(args)
+    return script.Judge(args.judge, quality.questions(), guards=axes, **quality.reward_options())
 
 
 def external_check(args: Args):
@@ -223,24 +234,32 @@ def propose(model, tokenizer, examples: list[list[str]], args: Args) -> list[str
 # ------------------------------------------------------------------------------------------------------
 
 
-def questions(args: Args) -> list[YesNoQuestion]:
-    """The quality question and the descriptor questions, all answered yes/no in one template."""
-    template = TEMPLATES[args.template]
-    return [YesNoQuestion(args.question, target="yes", template=template, name="quality")] + [
-        YesNoQuestion(q, target="yes", template=template, name=f"axis{i}") for i, q in enumerate(args.descriptors)]
+def specs(args: Args) -> list[JudgeSpec]:
+    """How the quality question and each descriptor question are asked (quality first): the way measured on
+    this judge where MEASURED has one, else Yes/No in --template."""
+    if not 1 <= len(args.descriptors) <= 2:
+        raise UserError(f"--descriptors takes one or two questions, got {len(args.descriptors)}")
+    asked = [args.question, *args.descriptors]
+    if len(set(asked)) != len(asked):
+        raise UserError(f"--question and --descriptors must be different questions, got {asked}")
+    measured = lambda q: MEASURED[q] if q in MEASURED and MEASURED[q].model == args.judge else None  # noqa: E731
+    return [measured(q) or JudgeSpec(q, template=args.template) for q in asked]
 
 
-def make_judge(args: Args, shared_model=None, shared_tokenizer=None) -> ZeroShotRewardModel:
-    if shared_model is not None:
-        return ZeroShotRewardModel(shared_model, questions=questions(args), tokenizer=shared_tokenizer,
-                                   batch_size=args.judge_batch_size)
-    return ZeroShotRewardModel(args.judge, questions=questions(args), batch_size=args.judge_batch_size)
+def make_judges(args: Args, shared_model=None, shared_tokenizer=None) -> list[ZeroShotRewardModel]:
+    """One ZeroShotRewardModel per question of specs(args) (quality first), all on one copy of the judge."""
+    first, *rest = specs(args)
+    model = args.judge if shared_model is None else shared_model
+    judges = [ZeroShotRewardModel(model, questions=first.questions(), tokenizer=shared_tokenizer,
+                                  batch_size=args.judge_batch_size, **first.reward_options())]
+    return judges + [ZeroShotRewardModel(judges[0].model, questions=spec.questions(), tokenizer=judges[0].tokenizer,
+                                         batch_size=args.judge_batch_size, **spec.reward_options()) for spec in rest]
 
 
-def score(rm: ZeroShotRewardModel, texts: list[str], num_axes: int) -> tuple[list[float], list[list[float]]]:
-    probs = rm.question_probabilities(texts)
-    descriptors = [[probs[f"axis{i}"][j] for i in range(num_axes)] for j in range(len(texts))]
-    return [float(p) for p in probs["quality"]], descriptors
+def score(judges: list[ZeroShotRewardModel], texts: list[str]) -> tuple[list[float], list[list[float]]]:
+    """Quality (P of the first question's target answer) and the descriptors of each text."""
+    quality, *axes = [[float(p) for p in rm.probabilities(texts)] for rm in judges]
+    return quality, [list(d) for d in zip(*axes)]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -338,7 +357,7 @@ def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
     state_path, archive_path = run_dir / "state.json", run_dir / "archive.jsonl"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     model, tokenizer = load_policy(args.policy)
-    rm = make_judge(args, model, tokenizer) if args.judge == args.policy else make_judge(args)
+    judges = make_judges(args, model, tokenizer) if args.judge == args.policy else make_judges(args)
     num_axes, num_cells = len(args.descriptors), args.bins ** len(args.descriptors)
     if state is not None:  # what was logged after the last finished iteration is done again
         runio.keep_metrics_until(run_dir / "metrics.jsonl", state["iteration"])
@@ -350,7 +369,7 @@ def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
         texts = [t for t in texts if len(t) >= 3]
         if not texts:
             return []
-        quality, descriptors = score(rm, texts, num_axes)
+        quality, descriptors = score(judges, texts)
         return [dict(bin=None, text=t, quality=q, descriptors=d, iteration=iteration)
                 for t, q, d in zip(texts, quality, descriptors)]
 

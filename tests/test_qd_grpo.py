@@ -120,7 +120,9 @@ def check_qd_run(run_dir: Path, steps: int, bins: int, axes: int) -> None:
     assert (run_dir / "archive.png").stat().st_size > 0 and (run_dir / "archive.svg").exists()
     record = json.loads((run_dir / "run.json").read_text())  # the PPO runs' run record
     assert record["run"]["qd"]["bins"] == bins and record["config"]["train"]["total_steps"] == steps
-    assert [q["name"] for q in record["run"]["judge"]["questions"]] == ["quality"] + [f"axis{i}" for i in range(axes)]
+    judge = record["run"]["judge"]  # the quality question, then each axis as a guard asked its own way
+    asked = [q["question"] for q in judge["questions"]] + [g["asks"] or g["question"] for g in judge.get("guards", [])]
+    assert asked[0] == qd_zyn.Args.question and len(asked) == 1 + axes
     assert metrics[-1]["qd/num_elites"] == len(archive)
 
 
@@ -181,12 +183,29 @@ def test_qd_zyn_few_shot_parents():
     assert len(qd_zyn.few_shot(one_elite, seeds, "mixed", 3)) == 2
 
 
+def test_qd_zyn_asks_measured_ways_on_their_judge():
+    """cpu preset: gemma-3-270m asks each question the way measured on it; another judge asks them Yes/No."""
+    measured = qd_zyn.specs(qd_zyn.Args(judge="gemma-3-270m"))
+    assert [s.answers for s in measured] == [("positive", "negative"), ("funny", "serious"), ("science", "drama")]
+    assert [s.stands_for for s in measured] == [qd_zyn.Args.question, *qd_zyn.Args().descriptors]
+    plain = qd_zyn.specs(qd_zyn.Args(judge="smollm2-135m-instruct", descriptors=["Is this review about the plot?"]))
+    assert [(s.question, s.answers) for s in plain] == [(qd_zyn.Args.question, ("Yes", "No")),
+                                                         ("Is this review about the plot?", ("Yes", "No"))]
+    with pytest.raises(script.UserError, match="must be different questions"):
+        qd_zyn.specs(qd_zyn.Args(judge="x", descriptors=[qd_zyn.Args.question]))
+    printed = yaml.safe_load(run("qd_zyn.py", "--preset", "cpu", "--print-config", timeout=120).stdout)["run"]
+    assert printed["judge"]["model"] == "gemma-3-270m" and printed["policy"] == "smollm2-135m-instruct"
+    assert [g["answers"] for g in printed["judge"]["guards"]] == [["funny", "serious"], ["science", "drama"]]
+
+
 def test_qd_zyn_print_config_paper_offline():
     printed = yaml.safe_load(run("qd_zyn.py", "--print-config", timeout=120).stdout)
     config, run_ = printed["config"], printed["run"]
     assert run_["judge"]["model"] == "google/flan-t5-large" and run_["policy"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
-    questions = [q["question"] for q in run_["judge"]["questions"]]
-    assert questions[0] == "Is this movie review positive?" and len(questions) == 3  # quality and two axes
+    judge = run_["judge"]  # flan-t5: every question asked Yes/No in the Flan template (nothing measured on it)
+    assert [q["question"] for q in judge["questions"]] == ["Is this movie review positive?"]
+    assert [g["question"] for g in judge["guards"]] == ["Is this movie funny?", "Is this movie science fiction?"]
+    assert all(g["answers"] == ["Yes", "No"] for g in judge["guards"])
     assert config["train"]["tracker"] == "wandb" and run_["qd"]["bins"] == 10 and run_["qd"]["init_size"] == 64
     assert (config["train"]["total_steps"], config["train"]["batch_size"]) == (500, 16)
     assert config["method"]["gen_kwargs"]["max_new_tokens"] == 80 and config["method"]["gen_kwargs"]["top_p"] == 0.95

@@ -3,14 +3,26 @@
 An LM proposes new reviews by continuing few-shot lists of archive elites (LMX, the mutation operator of
 QDAIF, Bradley et al. 2023, arXiv 2310.13032); one ZYN question scores quality (P(yes) to "Is
 this movie review positive?", in [0, 1]) and one or two more ZYN questions place each review on the
-descriptor axes. The archive keeps, per descriptor bin, the best review found so far.
+descriptor axes (default: funny? science fiction?). The archive keeps, per descriptor bin, the best review
+found so far.
+
+Judges: the paper preset asks Flan-T5-large every question Yes/No. The cpu preset's judge, gemma-3-270m, is
+near chance asked Yes/No on real reviews, so each question is asked the way measured best on real labelled
+text (MEASURED; benchmarks/results_tune.md, held-out AUROC): "Sentiment:" positive/negative (0.92), "Tone:"
+funny/serious (0.79), "Genre:" science/drama, calibrated (0.88). A question without a measured phrasing is
+asked Yes/No in --template. The mutation LM is SmolLM2-135M-Instruct.
+
+Parents (--parents): archive elites (MAP-Elites), the hand-made seed reviews only (the baseline that the
+search must beat: same proposals, same judge calls, no feedback from the archive), or mixed (one seed review
+among archive elites in every mutation prompt).
 
 Bins: small judges are badly calibrated (their P(yes) piles up in a narrow band), so uniform bins on [0, 1]
 leave most cells empty. As in QDAIF's non-uniform bins, the bin edges of each axis are the quantiles of that
 descriptor over the initial population (`--init-size` reviews written from hand-made seed examples), fixed
 once and saved in state.json; every later review is binned with these frozen edges.
 
-    python qd_zyn.py --preset cpu                              # offline: embedded SmolLM2-135M-Instruct
+    python qd_zyn.py --preset cpu                              # offline: embedded gemma-3-270m judge, SmolLM2
+    python qd_zyn.py --preset cpu --parents seeds              # its baseline
     python qd_zyn.py --preset cpu --total-steps 20 --bins 4 --descriptors "Is this review about the plot?"
     python qd_zyn.py                                            # paper preset: hub models (needs internet)
     python qd_zyn.py --preset paper --print-config

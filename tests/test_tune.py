@@ -273,6 +273,10 @@ def test_a_logged_spec_is_asked_its_own_way_and_never_rewarded(tiny_llama_dir):
     np.testing.assert_allclose(metrics["prob_is_this_text_about_a_film"], p_logged, atol=1e-6)
     np.testing.assert_allclose(metrics["prob_positive"], alone.probabilities(TEXTS), atol=1e-6)
     assert "prob_ensemble" not in metrics and judge.describe()["logged_specs"][0]["answers"] == ("Yes", "No")
+    from zyn_ppo.card import model_card
+
+    card = model_card({"run": {"judge": judge.describe(), "policy": "p"}, "config": {}}, [], 0, "c")
+    assert "- Logged question (not rewarded), asked its own way: 'Is this text about a film?' answered" in card
 
 
 def test_a_guards_weight_sets_its_share_of_the_eq4_mean(tiny_llama_dir):

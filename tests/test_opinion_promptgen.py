@@ -67,6 +67,17 @@ def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
 
 
 @pytest.mark.slow
+def test_opinion_oracle_trains_on_the_external_stance(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
+    run_dir = tmp_path / "oracle"  # another stance: asked the paper's way (the tiny judge lacks "for"/"against")
+    run("ppo_flan_opinion.py", *TINY, "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir, "--logging-dir",
+        str(run_dir), "--reward", "external", "--stance", "against stricter gun control")
+    assert json.loads((run_dir / "run.json").read_text())["run"]["against"] == "in favour of stricter gun control"
+    for row in samples(run_dir):  # the evaluation reward is the oracle's; the judge's P is still logged
+        assert row["reward"] == pytest.approx((row["metrics"]["external_stance"] - 0.5) * 10)
+        assert 0 <= row["metrics"]["prob_positive"] <= 1
+
+
+@pytest.mark.slow
 def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     import ppo_prompt_generator as pg
 

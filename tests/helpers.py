@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import zyn_ppo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +59,7 @@ def without_time(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
+def bag_of_words(texts, vocab=("film", "cat", "dog", "rain", "sun", "war", "the")):
+    """A plain embedder for the embedding checks' maths: word counts over a fixed vocabulary, unit length."""
+    vectors = np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float) + 1e-3
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -8,9 +8,10 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import run_script
 import yaml
+from helpers import bag_of_words, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "cpu", "--total-steps", "2", "--tracker", "none", "--overrides", "method.num_rollouts=32",
@@ -52,7 +53,8 @@ def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     stance = "metrics/prob_" + YesNoQuestion("Is this text in favour of nuclear power?").name
     heldout = "metrics/prob_" + YesNoQuestion("Does the author of this text argue in favour of nuclear power?").name
     for line in eval_lines(run_dir):
-        for key in ("metrics/prob_positive", stance, heldout, "metrics/external_vader", "metrics/ontask_topic"):
+        for key in ("metrics/prob_positive", stance, heldout, "metrics/external_vader", "metrics/external_stance",
+                    "metrics/ontask_topic"):
             assert 0.0 <= line[key] <= 1.0, (key, sorted(line))
         assert line["metrics/prob_positive"] == line[stance]  # the rewarded question
         assert abs(line["reward/mean"] - (line[stance] - 0.5) * 10) < 1e-6
@@ -62,6 +64,17 @@ def test_opinion_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     assert all("nuclear power" in r["prompt"] and "{topic}" not in r["prompt"] for r in rows)
     metrics = rows[0]["metrics"]
     assert metrics[stance.removeprefix("metrics/")] != metrics[heldout.removeprefix("metrics/")]  # two questions
+
+
+@pytest.mark.slow
+def test_opinion_oracle_trains_on_the_external_stance(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
+    run_dir = tmp_path / "oracle"  # another stance: asked the paper's way (the tiny judge lacks "for"/"against")
+    run("ppo_flan_opinion.py", *TINY, "--judge", tiny_llama_dir, "--policy", tiny_gpt2_dir, "--logging-dir",
+        str(run_dir), "--reward", "external", "--stance", "against stricter gun control")
+    assert json.loads((run_dir / "run.json").read_text())["run"]["against"] == "in favour of stricter gun control"
+    for row in samples(run_dir):  # the evaluation reward is the oracle's; the judge's P is still logged
+        assert row["reward"] == pytest.approx((row["metrics"]["external_stance"] - 0.5) * 10)
+        assert 0 <= row["metrics"]["prob_positive"] <= 1
 
 
 @pytest.mark.slow
@@ -87,6 +100,69 @@ def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
     for n in (1, 2):
         expected = sum(reference_distinct(c, n) * len(c) for c in chunks) / len(rows)
         assert abs(evals[0][f"metrics/distinct_{n}"] - expected) < 1e-6
+
+
+def test_cpu_preset_asks_the_measured_way_only_for_the_measured_question(capsys):
+    import ppo_flan_opinion as opinion
+
+    judge = opinion.make_reward(opinion.Args(preset="cpu", judge="smollm2-135m-instruct"))
+    assert [(q.question, q.name) for q in judge.questions] == [
+        ("Stance:", "is_this_text_in_favour_of_stricter_gun_control")]
+    assert judge.options["yes_words"] == ("for",) and judge.options["chat_template"] is True
+    assert judge.logged_specs[0].answers == ("Yes", "No")  # the held-out question: the paper's way
+    assert capsys.readouterr().err == ""
+    other = opinion.make_reward(opinion.Args(preset="cpu", judge="smollm2-135m-instruct",
+                                             stance="against stricter gun control"))
+    assert [q.question for q in other.questions] == ["Is this text against stricter gun control?"]
+    assert other.options["yes_words"] == ("Yes",)
+    assert "stands for 'Is this text in favour of stricter gun control?'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- external stance
+STANCE_VOCAB = ("support", "oppose", "need", "not", "guns", "ban", "free")
+
+
+def stance_words(texts):
+    return bag_of_words(texts, STANCE_VOCAB)
+
+
+def test_stance_check_matches_a_plain_reference():
+    from zyn_ppo import script
+
+    pro, con = ["I support a ban", "we need it"], ["I oppose a ban", "we do not need it"]
+    samples = ["support support ban", "oppose guns", "free free guns", "we need not ban guns"]
+    got = script.stance_check(pro, con, "external_x", embed=stance_words, temperature=0.1)(samples)["external_x"]
+    expected = []
+    for sample in samples:  # sigmoid of (mean cosine to pro - mean cosine to con) / temperature
+        v = stance_words([sample])[0]
+        margin = (np.mean([v @ stance_words([t])[0] for t in pro]) - np.mean([v @ stance_words([t])[0] for t in con]))
+        expected.append(1 / (1 + math.exp(-margin / 0.1)))
+    assert got == pytest.approx(expected)
+    assert got[0] > 0.5 > got[1]  # nearer the stance, nearer its opposite
+    assert script.stance_check(pro, con, embed=stance_words)([]) == {"external_stance": []}
+    with pytest.raises(script.UserError, match="external_x needs statements of both opinions"):
+        script.stance_check(pro, [], "external_x")
+    with pytest.raises(script.UserError, match="temperature must be positive"):
+        script.stance_check(pro, con, temperature=0)
+
+
+def test_counter_stance_and_statements():
+    import ppo_flan_opinion as opinion
+
+    assert opinion.counter_stance(opinion.Args()) == "against stricter gun control"
+    assert opinion.counter_stance(opinion.Args(stance="Against nuclear power")) == "in favour of nuclear power"
+    assert opinion.counter_stance(opinion.Args(stance="pro-choice", against="pro-life")) == "pro-life"
+    with pytest.raises(opinion.script.UserError, match="--against: give the opposite of --stance 'pro-choice'"):
+        opinion.counter_stance(opinion.Args(stance="pro-choice"))
+    with pytest.raises(opinion.script.UserError, match="--against must name the opposite"):
+        opinion.counter_stance(opinion.Args(against="in favour of stricter gun control"))
+    pro, con = opinion.stance_statements("against nuclear power", "in favour of nuclear power")
+    assert pro == ["I am against nuclear power.", "against nuclear power", "I oppose nuclear power.",
+                   "We do not need nuclear power."]
+    assert con == ["I am in favour of nuclear power.", "in favour of nuclear power", "I support nuclear power.",
+                   "We need nuclear power."]
+    assert opinion.stance_statements("pro-choice", "pro-life") == (["I am pro-choice.", "pro-choice"],
+                                                                   ["I am pro-life.", "pro-life"])
 
 
 # ------------------------------------------------------------------------------------ distinct-n
@@ -139,8 +215,8 @@ def test_paper_preset_config(script, policy):
     asked = [(q["question"], q["target"]) for q in judge["questions"]]
     if script == "ppo_flan_opinion.py":
         assert asked == [("Is this text in favour of stricter gun control?", "yes")]
-        assert [q["question"] for q in judge["logged_questions"]] == [
-            "Does the author of this text argue in favour of stricter gun control?"]
+        assert [(q["question"], q["answers"]) for q in judge["logged_specs"]] == [
+            ("Does the author of this text argue in favour of stricter gun control?", ["Yes", "No"])]
     else:
         assert asked == [("Does this prompt describe a watercolor painting?", "yes"),
                          ("Is this prompt about nature?", "yes")]

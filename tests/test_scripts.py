@@ -17,6 +17,7 @@ import pytest
 import tiny_models
 import yaml
 from helpers import SCRIPT_ENV as ENV
+from helpers import bag_of_words
 from helpers import run_script as run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,13 +181,6 @@ def test_reward_external_trains_on_the_external_check_and_logs_the_judge(models,
         assert 0 <= row["metrics"]["prob_positive"] <= 1
     refused = run("ppo_flan_sentiments_robust.py", "--preset", "cpu", "--reward", "external", "--print-config")
     assert refused.returncode == 2 and "names no external check to train on" in refused.stderr, refused.stderr
-
-
-def bag_of_words(texts):
-    """A plain embedder for the check's maths: word counts over a fixed vocabulary, unit length."""
-    vocab = ["film", "cat", "dog", "rain", "sun", "war", "the"]
-    vectors = np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float) + 1e-3
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def test_prompt_relevance_check_matches_a_plain_reference():

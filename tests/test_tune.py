@@ -128,6 +128,32 @@ def test_proposals_from_the_question():
     assert zyn_tune.propose_words("Is this a haiku?") is None and zyn_tune.propose_negation("Is it?") == ""
 
 
+def test_every_label_is_tried_with_every_pair_of_answer_words():
+    ways = zyn_tune.ways_of_asking("Is this text in favour of X?", ["a", "b"], {"b"}, [("for", "against"),
+                                   ("favour", "oppose")], ["Stance", "Opinion"], "Is this text against X?", "Text")
+    tried = [(w.model, w.chat, w.answers, w.template_name, w.question) for w in ways]
+    for model, chats in (("a", [False]), ("b", [False, True])):
+        for chat in chats:
+            assert (model, chat, ("Yes", "No"), "flan", "Is this text in favour of X?") in tried
+            for words in (("for", "against"), ("favour", "oppose")):
+                for label in ("Stance", "Opinion"):
+                    assert (model, chat, words, "label", f"{label}:") in tried
+    assert len(ways) == 3 * (2 + 4)  # three (judge, chat) settings: flan and qa, and 2 labels x 2 word pairs
+    assert all(w.negation == "Is this text against X?" for w in ways if w.answers == ("Yes", "No"))
+    proposed = zyn_tune.ways_of_asking("Is this review positive?", ["a"], set(), None, None, "", "Review")
+    assert [(w.answers, w.question) for w in proposed if w.template_name == "label"] == [
+        (("positive", "negative"), "Sentiment:")]
+
+
+def test_answer_words_without_a_label_stop_with_one_line(tmp_path):
+    write_csv(tmp_path / "data.csv", [(f"text {i}", i % 2) for i in range(16)])
+    proc = subprocess.run([sys.executable, "-m", "zyn_reward", "tune", "--question", "Is this text in favour of X?",
+                           "--labeled", str(tmp_path / "data.csv"), "--answers", "for", "against"], cwd=ROOT,
+                          env=SCRIPT_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == ("error: --answers needs --label: the label prompt the "
+                                                            "answer words complete, e.g. --label Stance"), proc.stderr
+
+
 def test_split_is_stratified_disjoint_and_complete():
     labels = [1] * 30 + [0] * 10
     choose, hold = zyn_tune.split(labels, 0.5, seed=3, binary=True)
@@ -231,6 +257,26 @@ def test_a_guard_question_asked_its_own_way_joins_the_eq4_mean(tiny_llama_dir):
     np.testing.assert_allclose(metrics["prob_ensemble"], (np.array(p_main) + p_guard) / 2, atol=1e-6)
     assert judge.describe()["guards"][0]["question"] == "Is this text about a film?"
     assert "guards" not in script.Judge(tiny_llama_dir, main.questions(), **main.reward_options()).describe()
+
+
+def test_a_logged_spec_is_asked_its_own_way_and_never_rewarded(tiny_llama_dir):
+    from zyn_ppo import script
+
+    main = JudgeSpec("Sentiment:", template="Review: {text}\n{question}", answers=("positive", "negative"),
+                     asks="Is this movie review positive?")
+    logged = JudgeSpec("Is this text about a film?", template="flan_toxicity")
+    judge = script.Judge(tiny_llama_dir, main.questions(), logged_specs=[logged], **main.reward_options())
+    alone = ZeroShotRewardModel(tiny_llama_dir, main.questions(), **main.reward_options())
+    p_logged = ZeroShotRewardModel(tiny_llama_dir, logged.questions(), **logged.reward_options()).probabilities(TEXTS)
+    np.testing.assert_allclose(judge.reward_fn(TEXTS), alone.reward_fn(TEXTS), atol=1e-6)
+    metrics = judge.metric_fn(TEXTS)
+    np.testing.assert_allclose(metrics["prob_is_this_text_about_a_film"], p_logged, atol=1e-6)
+    np.testing.assert_allclose(metrics["prob_positive"], alone.probabilities(TEXTS), atol=1e-6)
+    assert "prob_ensemble" not in metrics and judge.describe()["logged_specs"][0]["answers"] == ("Yes", "No")
+    from zyn_ppo.card import model_card
+
+    card = model_card({"run": {"judge": judge.describe(), "policy": "p"}, "config": {}}, [], 0, "c")
+    assert "- Logged question (not rewarded), asked its own way: 'Is this text about a film?' answered" in card
 
 
 def test_a_guards_weight_sets_its_share_of_the_eq4_mean(tiny_llama_dir):

@@ -17,7 +17,6 @@ import yaml
 from . import runio
 
 
-
 def git_commit(record: dict) -> str:
     """The commit the run started at, as run.json recorded it ("<hash> plus uncommitted changes" when tracked
     files differed), or "unknown"."""
@@ -109,6 +108,9 @@ def model_card(record: dict, rows: list[dict], step: int, commit: str, example: 
             lines.append(f"- Guard question (rewarded in the Eq. 4 mean), asked its own way: {guard.get('question')!r} "
                          f"answered {guard.get('answers')} in {guard.get('template')!r}, standing for "
                          f"{guard.get('asks') or guard.get('question')!r}")
+        for spec in judge.get("logged_specs", []):
+            lines.append(f"- Logged question (not rewarded), asked its own way: {spec.get('question')!r} answered "
+                         f"{spec.get('answers')} in {spec.get('template')!r}")
     else:
         lines.append(f"- Reward: {judge or 'a reward_fn given in Python (not recorded)'}")
     lines += [f"- Steps: {step} PPO optimizer steps (batch size {config.get('train', {}).get('batch_size')}, "

@@ -212,23 +212,31 @@ class Judge:
     of the same judge, e.g. "does the text stay on topic?" beside "is it positive?" (Eq. 4 as a guard against
     drift): the reward is the transform of the weighted mean of every rewarded question's P(target).
 
+    logged_specs: questions that are only logged, each a JudgeSpec asked its own way of the same judge (e.g. a
+    Yes/No question beside a rewarded question that is asked with label words).
+
     Logged at each evaluation: prob_positive (P(target answer) of the first rewarded question, the name the
     original scripts used), prob_<name> for every question, prob_ensemble for several rewarded questions."""
 
-    def __init__(self, model: str, questions: Sequence, logged: Sequence = (), guards: Sequence = (), **options):
+    def __init__(self, model: str, questions: Sequence, logged: Sequence = (), guards: Sequence = (),
+                 logged_specs: Sequence = (), **options):
         from zyn_reward import YesNoQuestion
 
         self.model_name, self.options, self.guards = model, options, list(guards)
+        self.logged_specs = list(logged_specs)
         self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
         self.logged = [YesNoQuestion(q) if isinstance(q, str) else q for q in logged]
         if not self.questions:
             raise UserError("the judge needs at least one rewarded question")
         self.guard_questions = [spec.questions() for spec in self.guards]
-        names = [q.name for q in self.questions + self.logged] + [q.name for qs in self.guard_questions for q in qs]
+        self.logged_spec_questions = [spec.questions() for spec in self.logged_specs]
+        names = [q.name for q in self.questions + self.logged] + [
+            q.name for qs in self.guard_questions + self.logged_spec_questions for q in qs]
         if len(set(names)) != len(names) or "positive" in names[1:] or "ensemble" in names:
             raise UserError(f"question names must be unique and not 'ensemble' (got {names}); pass name=...")
         self._rm = self._logged_rm = None
         self._guard_rms: list = []
+        self._logged_spec_rms: list = []
 
     def describe(self) -> dict:
         """Everything that decides the reward, defaults included (recorded in run.json)."""
@@ -243,6 +251,8 @@ class Judge:
                      "logged_questions": [dataclasses.asdict(q) for q in self.logged]}
         if self.guards:
             described["guards"] = [spec.to_dict() for spec in self.guards]
+        if self.logged_specs:
+            described["logged_specs"] = [spec.to_dict() for spec in self.logged_specs]
         return described
 
     @property
@@ -259,6 +269,10 @@ class Judge:
                 options = {**shared, **spec.reward_options()}
                 self._guard_rms.append(ZeroShotRewardModel(self._rm.model, questions=questions,
                                                            tokenizer=self._rm.tokenizer, **options))
+            for spec, questions in zip(self.logged_specs, self.logged_spec_questions):
+                options = {**shared, **spec.reward_options()}
+                self._logged_spec_rms.append(ZeroShotRewardModel(self._rm.model, questions=questions,
+                                                                 tokenizer=self._rm.tokenizer, **options))
         return self._rm
 
     def _ensemble(self, samples: list[str]):
@@ -280,8 +294,8 @@ class Judge:
     def metric_fn(self, samples: list[str], **kwargs) -> dict[str, list[float]]:
         metrics = self.rm.metric_fn(samples)
         out = {"prob_positive": metrics[f"prob_{self.questions[0].name}"], **metrics}
-        if self._logged_rm is not None:  # logged only: never part of the ensemble
-            out.update({k: v for k, v in self._logged_rm.metric_fn(samples).items() if k != "prob_ensemble"})
+        for rm in filter(None, [self._logged_rm, *self._logged_spec_rms]):  # logged only: never in the ensemble
+            out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
         if self.guards:
             for rm in self._guard_rms:
                 out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
@@ -646,6 +660,32 @@ def prompt_relevance_check(reference_prompts: Sequence[str], name: str = "ontask
             others = np.delete(sims[i], refs[str(prompt)]) if str(prompt) in refs else sims[i]
             scores.append(float(((others < own[i]).sum() + 0.5 * (others == own[i]).sum()) / max(len(others), 1)))
         return {name: scores}
+
+    return check
+
+
+def stance_check(statements: Sequence[str], counter_statements: Sequence[str], name: str = "external_stance",
+                 embed: Callable[[Sequence[str]], np.ndarray] | None = None, temperature: float = 0.05):
+    """A stance from outside the judge: per sample, sigmoid((s_for - s_against) / temperature), where s_for is the
+    mean all-MiniLM-L6-v2 cosine similarity of the sample to the statements of the rewarded opinion and
+    s_against to those of the opposite one; in [0, 1], 0.5 = no nearer one side than the other (temperature
+    0.05: a difference of 0.05 in similarity gives 0.73). embed: texts -> unit vectors (None: all-MiniLM-L6-v2,
+    loaded at the first call)."""
+    if not statements or not counter_statements:
+        raise UserError(f"{name} needs statements of both opinions")
+    if not temperature > 0:
+        raise UserError(f"{name}: temperature must be positive, got {temperature}")
+    state: dict = {}
+
+    def check(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        if not state:
+            state["embed"] = embed or embedder()
+            state["for"], state["against"] = state["embed"](list(statements)), state["embed"](list(counter_statements))
+        if not samples:
+            return {name: []}
+        vectors = state["embed"]([str(s) for s in samples])
+        margin = (vectors @ state["for"].T).mean(1) - (vectors @ state["against"].T).mean(1)
+        return {name: (1 / (1 + np.exp(-margin / temperature))).tolist()}
 
     return check
 

@@ -95,23 +95,26 @@ def propose_negation(question: str) -> str:
     return re.sub(rf"\b{pair[0]}\b", pair[1], question, count=1, flags=re.I) if pair else ""
 
 
-def ways_of_asking(question: str, models: Sequence[str], chat_models: set[str], answers: tuple[str, str] | None,
-                   label: str | None, negation: str, noun: str) -> list[Way]:
+def ways_of_asking(question: str, models: Sequence[str], chat_models: set[str],
+                   answers: Sequence[Sequence[str]] | None, labels: Sequence[str] | None, negation: str,
+                   noun: str) -> list[Way]:
     """Every way of asking to try: per judge, Yes/No in two templates (with and without the chat template
-    where the judge has one), and answer words in a label template."""
+    where the judge has one), and answer words in a label template: every label with every pair of answer
+    words (answers: pairs (rewarded, other); None: proposed from the question, as is the label)."""
     flan = f"{noun}: {{text}}\n\n {{question}} Response:"
     qa = f"{noun}: {{text}}\nQuestion: {{question}}\nAnswer:"
     label_template = f"{noun}: {{text}}\n{{question}}"
     proposed = propose_words(question)
-    words = answers or (proposed[:2] if proposed else None)
-    label = label or (proposed[2] if proposed and not answers else None)
+    pairs = [tuple(words) for words in answers] if answers else ([proposed[:2]] if proposed else [])
+    labels = list(labels or ([proposed[2]] if proposed and not answers else []))
     ways = []
     for model in models:
         for chat in ([False, True] if model in chat_models else [False]):
             for name, template in (("flan", flan), ("qa", qa)):
                 ways.append(Way(model, chat, ("Yes", "No"), name, template, question, negation))
-            if words and label:
-                ways.append(Way(model, chat, tuple(words), "label", label_template, f"{label}:"))
+            for words in pairs:
+                for label in labels:
+                    ways.append(Way(model, chat, words, "label", label_template, f"{label}:"))
     return ways
 
 
@@ -301,9 +304,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                         "text per line; ranked by agreement with --scorer")
     tune.add_argument("--question", required=True, help='the yes/no question, e.g. "Is this movie review positive?"')
     tune.add_argument("--negation", default=None, help="its negation (default: proposed from the question)")
-    tune.add_argument("--answers", nargs=2, metavar=("REWARDED", "OTHER"), default=None,
-                      help="answer words to try besides Yes/No (default: proposed from the question)")
-    tune.add_argument("--label", default=None, help='the label prompt the answer words complete, e.g. Sentiment')
+    tune.add_argument("--answers", nargs=2, metavar=("REWARDED", "OTHER"), action="append", default=None,
+                      help="answer words to try besides Yes/No (repeat for several pairs; default: proposed "
+                           "from the question)")
+    tune.add_argument("--label", action="append", default=None,
+                      help='the label prompt the answer words complete, e.g. Sentiment (repeat for several: '
+                           'each is tried with each --answers pair)')
     tune.add_argument("--noun", default=None, help="what the templates call the text (default: from the question)")
     tune.add_argument("--model", action="append", default=None,
                       help="a judge to try (repeat for several; default: every installed embedded judge)")
@@ -337,6 +343,11 @@ def run(args) -> dict:
         raise UserError(f"--held-out must be between 0 and 1, got {args.held_out}")
     if args.limit < 8:
         raise UserError(f"--limit must be at least 8 texts, got {args.limit}")
+    answers, label_prompts = args.answers, [args.label] if isinstance(args.label, str) else args.label
+    if answers and isinstance(answers[0], str):  # one pair given as (rewarded, other)
+        answers = [answers]
+    if answers and not label_prompts:
+        raise UserError("--answers needs --label: the label prompt the answer words complete, e.g. --label Stance")
     texts, labels, binary, source = load_labeled(args)
     keep = [i for i, t in enumerate(texts) if t.strip() and len(t) <= args.max_chars]
     texts, labels = sample([texts[i] for i in keep], [labels[i] for i in keep], args.limit, args.seed, binary)
@@ -355,8 +366,8 @@ def run(args) -> dict:
         if getattr(AutoTokenizer.from_pretrained(path, **extra), "chat_template", None):
             chat_models.add(model)
     negation = propose_negation(args.question) if args.negation is None else args.negation
-    ways = ways_of_asking(args.question, models, chat_models, tuple(args.answers) if args.answers else None,
-                          args.label, negation, args.noun or noun_of(args.question))
+    ways = ways_of_asking(args.question, models, chat_models, answers, label_prompts, negation,
+                          args.noun or noun_of(args.question))
     groups = len({(w.model, w.chat, w.answers) for w in ways})
     with tqdm(total=groups, desc="scoring", unit="judge pass") as progress:
         score_ways(ways, texts, progress)
@@ -420,7 +431,8 @@ def render(args, rows, spec, source, binary, n, n_choose, n_hold, seconds) -> st
     for r in rows:
         w, c, h = r["way"], r["choose"], r["held_out"]
         extra = f"{h['accuracy']:.3f} | {h['ece']:.3f} | " if binary else ""
-        lines.append(f"| {w.model} | {'yes' if w.chat else 'no'} | {'/'.join(w.answers)} | {w.template_name} | "
+        template = f"label {w.question}" if w.template_name == "label" else w.template_name  # which label prompt
+        lines.append(f"| {w.model} | {'yes' if w.chat else 'no'} | {'/'.join(w.answers)} | {template} | "
                      f"{r['technique']} | {c['score']:.3f} | {h['score']:.3f} [{h['lo']:.2f}, {h['hi']:.2f}] | "
                      f"{extra}{h['iqr']:.3f} |")
     best = rows[0]

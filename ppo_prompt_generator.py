@@ -40,6 +40,13 @@ PRESETS = {
 }
 NUM_EVAL = 64  # the last 64 subjects are held out for evaluation
 TEMPLATE = "Prompt: {text}\n\n {question} Response:"
+# the external check (keyword rates of the continuation, whole words, any case), one word list per question
+WATERCOLOR_WORDS = ("watercolou?rs?", "aquarelles?", "paintings?", "painted", "paints?", "painterly", "brush ?strokes?",
+                    "brushwork", "gouache", "ink washes", "ink wash", "wet-on-wet", "pigments?", "pastels?")
+NATURE_WORDS = ("nature", "natural", "landscapes?", "wilderness", "forests?", "woods", "woodlands?", "jungles?",
+                "mountains?", "hills?", "valleys?", "rivers?", "streams?", "lakes?", "oceans?", "seas?", "waves",
+                "beach(?:es)?", "waterfalls?", "flowers?", "blossoms?", "trees?", "leaves", "grass", "meadows?",
+                "gardens?", "desert", "sunsets?", "sunrise", "clouds?", "sky", "wildlife")
 
 
 @dataclass
@@ -77,15 +84,27 @@ def make_reward(args: Args) -> script.Judge:
                                      for q, t, n in zip(args.question, targets, names)])
 
 
+def words_check():
+    """The default questions' keyword rates in the continuation alone (the subject never counts, so "a forest"
+    does not score by itself): external_watercolor_words (WATERCOLOR_WORDS), external_nature_words
+    (NATURE_WORDS) and external_prompt_words, their mean per sample (as Eq. 4 averages the two questions):
+    what --reward external trains on."""
+    return script.keyword_check({"external_watercolor_words": script.word_pattern(WATERCOLOR_WORDS),
+                                 "external_nature_words": script.word_pattern(NATURE_WORDS)},
+                                mean="external_prompt_words")
+
+
 def external_check(args: Args):
-    """Diversity of the continuations of one scoring batch (both presets), repeated for each sample, and on
-    task: the continuation still describes its subject (ontask_prompt, script.prompt_relevance_check)."""
+    """Diversity of the continuations of one scoring batch (both presets), repeated for each sample; keyword
+    rates of the default questions (words_check); on task: the continuation still describes its subject
+    (ontask_prompt, script.prompt_relevance_check)."""
     ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
+    words = words_check()
 
     def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs
         return {**{f"distinct_{n}": [script.distinct_n(texts, n)] * len(samples) for n in (1, 2)},
-                **ontask(samples, outputs=outputs, **kwargs)}
+                **words(samples, outputs=outputs), **ontask(samples, outputs=outputs, **kwargs)}
 
     return diversity
 

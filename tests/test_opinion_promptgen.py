@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import run_script
 import yaml
+from helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "cpu", "--total-steps", "2", "--tracker", "none", "--overrides", "method.num_rollouts=32",
@@ -115,6 +115,54 @@ def test_distinct_n():
     out = external_check(Args(preset="cpu"))(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
     assert {k: out[k] for k in ("distinct_1", "distinct_2")} == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}
     assert len(out["ontask_prompt"]) == 2  # outputs only, one value per sample
+
+
+# ------------------------------------------------------------------------------ keyword rates
+def reference_has_word(text: str, words: set[str]) -> float:
+    """Plain reference: lower-case, cut into words at anything but letters, then look up single words and
+    two-word phrases."""
+    tokens = "".join(c if c.isalpha() else " " for c in text.lower()).split()
+    grams = set(tokens) | {" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1)}
+    return float(bool(grams & words))
+
+
+def test_prompt_words_check():
+    from ppo_prompt_generator import Args, external_check, words_check
+
+    watercolor = {"watercolor", "watercolour", "watercolors", "aquarelle", "painting", "paintings", "painted",
+                  "paint", "paints", "brush strokes", "brushstrokes", "brushwork", "gouache", "pastel", "pigment"}
+    nature = {"forest", "forests", "mountain", "mountains", "river", "ocean", "flower", "flowers", "tree", "trees",
+              "meadow", "meadows", "lake", "sea", "waves", "beach", "beaches", "sky", "sunset", "landscape"}
+    subjects = ["a forest", "a cat", "a city at night", "a lake", "a robot", "a mountain lake", "a dog", "a rose"]
+    outputs = [" in the morning, 8k",                                # the subject alone never scores
+               ", Watercolour painting of a cat in a MEADOW",        # both, any case
+               ", neon lights, photo",                               # neither
+               " at sunset, soft brush strokes",                     # both (a two-word phrase)
+               ", repainting the forestry department",               # neither: parts of words do not count
+               " with pine trees, oil painting",                     # both
+               " by the sea-side, aquarelle",                        # both: hyphens end a word
+               ", flowerbed, paintbrush"]                            # neither
+    samples = [s + o for s, o in zip(subjects, outputs)]
+    out = words_check()(samples, outputs=outputs)
+    expected_w = [reference_has_word(o, watercolor) for o in outputs]
+    expected_n = [reference_has_word(o, nature) for o in outputs]
+    assert expected_w == [0, 1, 0, 1, 0, 1, 1, 0] and expected_n == [0, 1, 0, 1, 0, 1, 1, 0]
+    assert out["external_watercolor_words"] == expected_w
+    assert out["external_nature_words"] == expected_n
+    assert out["external_prompt_words"] == [(a + b) / 2 for a, b in zip(expected_w, expected_n)]
+    one = words_check()(["a cat, a river"], outputs=[", a river"])  # one of two: the mean is 0.5
+    assert one["external_prompt_words"] == [0.5]
+    full = external_check(Args(preset="cpu"))(samples[:2], prompts=subjects[:2], outputs=outputs[:2])
+    assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
+
+
+def test_keyword_check_bad_input():
+    from zyn_ppo import script
+
+    with pytest.raises(ValueError, match="text must be"):
+        script.keyword_check({"x": script.word_pattern(["a"])}, text="prompts")
+    with pytest.raises(ValueError, match="non-empty words"):
+        script.word_pattern([])
 
 
 # -------------------------------------------------------------------------------- config and flags

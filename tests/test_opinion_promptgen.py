@@ -156,6 +156,21 @@ def test_prompt_words_check():
     assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
 
 
+def test_prompt_cpu_preset_asks_the_measured_way():
+    import ppo_prompt_generator as pg
+
+    judge = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m"))
+    described = judge.describe()
+    assert [(q["question"], q["template"], q["name"]) for q in described["questions"]] == [
+        ("Style:", "Prompt: {text}\n{question}", "does_this_prompt_describe_a_watercolor_painting")]
+    assert described["options"]["yes_words"] == ("watercolor",) and described["options"]["calibrate"] is True
+    assert [(g["question"], g["answers"], g["asks"]) for g in described["guards"]] == [
+        ("Subject:", ("nature", "city"), "Is this prompt about nature?")]
+    other = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", question=("Is this prompt about space?",)))
+    assert [(q.question, q.template) for q in other.questions] == [("Is this prompt about space?", pg.TEMPLATE)]
+    assert other.guards == [] and "calibrate" not in other.options
+
+
 def test_keyword_check_bad_input():
     from zyn_ppo import script
 

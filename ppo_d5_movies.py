@@ -66,13 +66,12 @@ def make_reward(args: Args) -> script.Judge:
 def external_check(args: Args):
     """Checks from outside the judge: does the sample use sci-fi words, humour words (external_d5_words: the
     mean of both, what --reward external trains on), and does the continuation still talk about a film."""
+    words = script.keyword_check({"external_scifi_words": SCIFI, "external_funny_words": FUNNY},
+                                 mean="external_d5_words", text="samples")
     film = script.film_check()
 
     def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        scifi = [float(bool(SCIFI.search(s))) for s in samples]
-        funny = [float(bool(FUNNY.search(s))) for s in samples]
-        return {"external_scifi_words": scifi, "external_funny_words": funny,
-                "external_d5_words": [(a + b) / 2 for a, b in zip(scifi, funny)], **film(samples, **kwargs)}
+        return {**words(samples, **kwargs), **film(samples, **kwargs)}
 
     return checks
 

@@ -193,6 +193,69 @@ def test_distinct_n():
     assert len(out["ontask_prompt"]) == 2  # outputs only, one value per sample
 
 
+# ------------------------------------------------------------------------------ keyword rates
+def reference_has_word(text: str, words: set[str]) -> float:
+    """Plain reference: lower-case, cut into words at anything but letters, then look up single words and
+    two-word phrases."""
+    tokens = "".join(c if c.isalpha() else " " for c in text.lower()).split()
+    grams = set(tokens) | {" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1)}
+    return float(bool(grams & words))
+
+
+def test_prompt_words_check():
+    from ppo_prompt_generator import Args, external_check, words_check
+
+    watercolor = {"watercolor", "watercolour", "watercolors", "aquarelle", "painting", "paintings", "painted",
+                  "paint", "paints", "brush strokes", "brushstrokes", "brushwork", "gouache", "pastel", "pigment"}
+    nature = {"forest", "forests", "mountain", "mountains", "river", "ocean", "flower", "flowers", "tree", "trees",
+              "meadow", "meadows", "lake", "sea", "waves", "beach", "beaches", "sky", "sunset", "landscape"}
+    subjects = ["a forest", "a cat", "a city at night", "a lake", "a robot", "a mountain lake", "a dog", "a rose"]
+    outputs = [" in the morning, 8k",                                # the subject alone never scores
+               ", Watercolour painting of a cat in a MEADOW",        # both, any case
+               ", neon lights, photo",                               # neither
+               " at sunset, soft brush strokes",                     # both (a two-word phrase)
+               ", repainting the forestry department",               # neither: parts of words do not count
+               " with pine trees, oil painting",                     # both
+               " by the sea-side, aquarelle",                        # both: hyphens end a word
+               ", flowerbed, paintbrush"]                            # neither
+    samples = [s + o for s, o in zip(subjects, outputs)]
+    out = words_check()(samples, outputs=outputs)
+    expected_w = [reference_has_word(o, watercolor) for o in outputs]
+    expected_n = [reference_has_word(o, nature) for o in outputs]
+    assert expected_w == [0, 1, 0, 1, 0, 1, 1, 0] and expected_n == [0, 1, 0, 1, 0, 1, 1, 0]
+    assert out["external_watercolor_words"] == expected_w
+    assert out["external_nature_words"] == expected_n
+    assert out["external_prompt_words"] == [(a + b) / 2 for a, b in zip(expected_w, expected_n)]
+    one = words_check()(["a cat, a river"], outputs=[", a river"])  # one of two: the mean is 0.5
+    assert one["external_prompt_words"] == [0.5]
+    full = external_check(Args(preset="cpu"))(samples[:2], prompts=subjects[:2], outputs=outputs[:2])
+    assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
+
+
+def test_prompt_cpu_preset_asks_the_measured_way():
+    import ppo_prompt_generator as pg
+
+    judge = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m"))
+    described = judge.describe()
+    assert [(q["question"], q["template"], q["name"]) for q in described["questions"]] == [
+        ("Style:", "Prompt: {text}\n{question}", "does_this_prompt_describe_a_watercolor_painting")]
+    assert described["options"]["yes_words"] == ("watercolor",) and described["options"]["calibrate"] is True
+    assert [(g["question"], g["answers"], g["asks"]) for g in described["guards"]] == [
+        ("Subject:", ("nature", "city"), "Is this prompt about nature?")]
+    other = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", question=("Is this prompt about space?",)))
+    assert [(q.question, q.template) for q in other.questions] == [("Is this prompt about space?", pg.TEMPLATE)]
+    assert other.guards == [] and "calibrate" not in other.options
+
+
+def test_keyword_check_bad_input():
+    from zyn_ppo import script
+
+    with pytest.raises(ValueError, match="text must be"):
+        script.keyword_check({"x": script.word_pattern(["a"])}, text="prompts")
+    with pytest.raises(ValueError, match="non-empty words"):
+        script.word_pattern([])
+
+
 # -------------------------------------------------------------------------------- config and flags
 PAPER_VALUES = {("train", "seq_length"): 256, ("train", "batch_size"): 64, ("train", "total_steps"): 10000,
                 ("train", "eval_interval"): 50, ("method", "num_rollouts"): 128, ("method", "chunk_size"): 128,

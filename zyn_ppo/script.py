@@ -699,7 +699,32 @@ FILM_WORDS = re.compile(r"(?i)\b(films?|movies?|cinema|actor|actress|acting|dire
 
 def film_check(name: str = "ontask_film") -> Callable[..., dict[str, list[float]]]:
     """1 where the continuation (outputs=, else the whole sample) uses a film word (FILM_WORDS), else 0."""
+    return keyword_check({name: FILM_WORDS})
+
+
+def word_pattern(words: Sequence[str]) -> re.Pattern:
+    """A case-insensitive pattern that matches any of `words` as a whole word or phrase (each may hold regex
+    syntax: "paintings?" matches painting and paintings, not paintingsX or repainting)."""
+    if not words or any(not w.strip() for w in words):
+        raise ValueError(f"word_pattern needs non-empty words, got {list(words)!r}")
+    return re.compile(r"(?i)\b(?:" + "|".join(words) + r")\b")
+
+
+def keyword_check(patterns: dict[str, re.Pattern], mean: str | None = None,
+                  text: Literal["outputs", "samples"] = "outputs") -> Callable[..., dict[str, list[float]]]:
+    """Keyword rates from outside the judge: per sample and per name, 1 where its text matches the name's
+    pattern, else 0 (the logged metric is the share of samples that match). mean: also log, under this name,
+    the mean of the names' values per sample (e.g. what --reward external trains on). text: "outputs" reads
+    the continuation alone (outputs=, which the trainer passes; else the whole sample), "samples" reads
+    prompt + continuation."""
+    if text not in ("outputs", "samples"):
+        raise ValueError(f"keyword_check: text must be 'outputs' or 'samples', got {text!r}")
+
     def check(samples: list[str], outputs: Sequence[str] | None = None, **kwargs) -> dict[str, list[float]]:
-        return {name: [float(bool(FILM_WORDS.search(t))) for t in (samples if outputs is None else outputs)]}
+        texts = samples if text == "samples" or outputs is None else outputs
+        out = {name: [float(bool(pattern.search(t))) for t in texts] for name, pattern in patterns.items()}
+        if mean:
+            out[mean] = [sum(values) / len(values) for values in zip(*out.values())] if out else []
+        return out
 
     return check

@@ -42,6 +42,7 @@ count the continuation alone. Other --question/--target/--name are asked the pap
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -117,6 +118,10 @@ def make_reward(args: Args) -> script.Judge:
         asking = preset.asking.check()
         return script.Judge(args.judge, asking.questions(), guards=[g.check() for g in preset.guards],
                             **asking.reward_options())
+    if preset.asking is not None:
+        print(f"note: the {args.preset} preset's measured ways of asking stand for the default questions "
+              f"{list(QUESTIONS)} with their default targets and names; these are asked the paper's way "
+              "(Yes/No, unmeasured on this judge: python -m zyn_reward tune measures other ways)", file=sys.stderr)
     return script.Judge(args.judge, [YesNoQuestion(q, target=t, template=TEMPLATE, name=n)
                                      for q, t, n in zip(args.question, targets, names)])
 

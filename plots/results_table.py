@@ -18,9 +18,11 @@ from pathlib import Path
 from zyn_ppo import runio
 
 
-def first_last(run_dir: Path, metrics: list[str]) -> dict[str, tuple[float, float, int, int]]:
-    """metric -> (first, last, first step, last step) over the evaluations of a run."""
-    evals = [r for r in runio.read_metrics(run_dir / "metrics.jsonl") if "reward/mean" in r]
+def first_last(run_dir: Path, metrics: list[str], until_step: int | None = None) -> dict[str, tuple[float, float, int, int]]:
+    """metric -> (first, last, first step, last step) over the evaluations of a run (those at or before
+    until_step, when given: two trainers compared at equal judge calls)."""
+    evals = [r for r in runio.read_metrics(run_dir / "metrics.jsonl")
+             if "reward/mean" in r and (until_step is None or r["step"] <= until_step)]
     out = {}
     for m in metrics:
         values = [(r["step"], r[m]) for r in evals if r.get(m) is not None]
@@ -36,10 +38,10 @@ def label(run_dir: Path) -> tuple[str, bool]:
     return (f"{seed} (oracle: trained on the external check)" if oracle else str(seed)), oracle
 
 
-def table(run_dirs: list[Path], metrics: list[str]) -> str:
+def table(run_dirs: list[Path], metrics: list[str], until_step: int | None = None) -> str:
     rows, sums = [], {m: [] for m in metrics}
     for run_dir in run_dirs:
-        values = first_last(run_dir, metrics)
+        values = first_last(run_dir, metrics, until_step)
         name, oracle = label(run_dir)
         cells = []
         for m in metrics:
@@ -51,7 +53,7 @@ def table(run_dirs: list[Path], metrics: list[str]) -> str:
             else:
                 cells.append("—")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    steps = {v[3] for d in run_dirs for v in first_last(d, metrics[:1]).values()}
+    steps = {v[3] for d in run_dirs for v in first_last(d, metrics[:1], until_step).values()}
     head = ["| seed | " + " | ".join(f"`{m}` first → last" for m in metrics) + " |",
             "|---|" + "---|" * len(metrics)]
     mean = []
@@ -77,8 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--metrics", nargs="+", default=["metrics/prob_positive", "reward/mean"])
+    parser.add_argument("--until-step", type=int, default=None,
+                        help="last = the last evaluation at or before this step (compare runs at equal judge calls)")
     args = parser.parse_args(argv)
-    print(table(args.runs, args.metrics))
+    print(table(args.runs, args.metrics, args.until_step))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ weaker) and "Tone:" answered "funny" vs "serious" (comedies vs the rest, 0.79); 
 both, (p - 0.5) * 10. There metrics/prob_positive and prob_<property> are the sci-fi half,
 metrics/prob_is_this_movie_funny the funny half and metrics/prob_ensemble p, the property.
 
-    python ppo_d5_movies.py --preset cpu                 # offline, ~13 min on 2 CPU cores
+    python ppo_d5_movies.py --preset cpu                 # offline, ~6 min on 2 CPU cores
     python ppo_d5_movies.py --preset cpu --print-config  # what it would load, then exit
     python ppo_d5_movies.py                              # the paper: hub models, IMDB, a GPU
     accelerate launch ppo_d5_movies.py                   # the paper on several GPUs

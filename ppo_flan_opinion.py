@@ -23,7 +23,7 @@ on the 20 held out; its statements were picked on the same rows: optimistic); --
 it (the oracle). The measured way stands for the default question only: another --stance, --topic or
 --question is asked the paper's way (Yes/No, in the chat template).
 
-    python ppo_flan_opinion.py --preset cpu                 # offline, ~13 min on 2 CPU cores
+    python ppo_flan_opinion.py --preset cpu                 # offline, 8-10 min on 2 CPU cores
     python ppo_flan_opinion.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_opinion.py --preset cpu --reward external  # the oracle: trains on external_stance
     python ppo_flan_opinion.py                              # the paper: hub models, a GPU

@@ -8,7 +8,7 @@ metrics/prob_ensemble (p), metrics/prob_<question> for each question, and checks
 metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or external_vader (cpu),
 metrics/external_not_repetitive (distinct bigrams of the continuation) and metrics/ontask_film (a film word).
 
-    python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~13 min on 2 CPU cores
+    python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~6 min on 2 CPU cores
     python ppo_flan_sentiments_robust.py --preset cpu --print-config  # what it would load, then exit
     python ppo_flan_sentiments_robust.py                              # the paper: hub models, IMDB, a GPU
     accelerate launch ppo_flan_sentiments_robust.py                   # the paper on several GPUs

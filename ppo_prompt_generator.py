@@ -31,7 +31,7 @@ words in 5, too few, so watercolour was measured on 32 HAND-WRITTEN prompts (ben
 the hand-written set is small and written here; the judge reads subject + continuation while the keywords
 count the continuation alone. Other --question/--target/--name are asked the paper's way (Yes/No in TEMPLATE).
 
-    python ppo_prompt_generator.py --preset cpu                 # offline, ~13 min on 2 CPU cores
+    python ppo_prompt_generator.py --preset cpu                 # offline, 10-14 min on 2 CPU cores
     python ppo_prompt_generator.py --preset cpu --print-config  # what it would load, then exit
     python ppo_prompt_generator.py --preset cpu --reward external  # the oracle: trained on external_prompt_words
     python ppo_prompt_generator.py                              # the paper: hub models, a GPU

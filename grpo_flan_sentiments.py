@@ -211,11 +211,7 @@ def train(args: Args, reward_fn: Callable, prompts: list[str], eval_prompts: lis
         run_dir.mkdir(parents=True, exist_ok=True)
         runio.write_json_atomic(run_dir / runio.RUN_RECORD, {**record, "environment": runio.environment()})
         runio.write_text_atomic(run_dir / "config.yaml", str(config))
-        checkpoint = None
-        if mode == "continue" and (run_dir / "checkpoints").is_dir():
-            from transformers.trainer_utils import get_last_checkpoint
-
-            checkpoint = get_last_checkpoint(str(run_dir / "checkpoints"))
+        checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if mode == "continue" else None
         resume_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else -1
         kept = runio.keep_metrics_until(run_dir / "metrics.jsonl", resume_step) if (run_dir / "metrics.jsonl").exists() else []
         elapsed = max([m["time/elapsed"] for m in kept if m.get("time/elapsed") is not None], default=0.0)
@@ -224,6 +220,19 @@ def train(args: Args, reward_fn: Callable, prompts: list[str], eval_prompts: lis
         _train(args, config, record, run_dir, checkpoint, elapsed, prompts, eval_prompts, reward_fn, metric_fn)
     print(runio.summarize(run_dir), flush=True)
     return SimpleNamespace(run_dir=run_dir)
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-<step> folder that TRL finished writing (its trainer_state.json is written last);
+    a half-written one, left by a crash or a full disk while saving, is skipped with a note."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit()) if folder.is_dir() else []
+    for step, path in reversed(steps):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+        print(f"note: {path} is incomplete (no trainer_state.json, a crash while saving?): not resumed from",
+              file=sys.stderr)
+    return None
 
 
 def trl_reward(reward_fn: Callable, name: str) -> Callable[..., list[float]]:
@@ -274,7 +283,8 @@ def _train(args: Args, config: zyn_ppo.TRLConfig, record: dict, run_dir: Path, c
     evaluate = Evaluator(settings, tokenizer, eval_prompts, reward_fn, metric_fn, logger)
     trainer.add_callback(ZynCallback(evaluate, logger, elapsed, tc.eval_interval))
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        with runio.on_disk_full(run_dir / "checkpoints", "a checkpoint in"):  # one line, and the run resumes
+            trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         logger.close()
 

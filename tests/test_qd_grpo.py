@@ -271,6 +271,21 @@ def test_grpo_presets_resolve_to_the_ppo_judge_prompts_and_budget(preset):
     assert script.step_budget(script.TRLConfig.from_dict(grpo_config)) == {"cpu": 320, "paper": 800}[preset]
 
 
+def test_grpo_resumes_only_from_a_complete_checkpoint(tmp_path, capsys):
+    """A checkpoint half-written by a crash or a full disk (no trainer_state.json yet) is skipped, with a note."""
+    import grpo_flan_sentiments as grpo
+
+    folder = tmp_path / "checkpoints"
+    assert grpo.last_complete_checkpoint(folder) is None  # no folder yet: a fresh start
+    for step, complete in ((64, True), (128, True), (192, False)):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-x").mkdir()  # not a step: ignored
+    assert grpo.last_complete_checkpoint(folder) == str(folder / "checkpoint-128")
+    assert "checkpoint-192 is incomplete" in capsys.readouterr().err
+
+
 def test_grpo_print_config_paper_offline():
     printed = yaml.safe_load(run("grpo_flan_sentiments.py", "--print-config", timeout=120).stdout)
     run_ = printed["run"]

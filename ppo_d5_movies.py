@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zyn_ppo import script
+from zyn_ppo import presets, script
 from zyn_reward import JudgeSpec
 
 PROPERTY = "This review is about a funny sci-fi"  # checked on prompt + continuation; the answer Yes is rewarded
@@ -40,10 +40,7 @@ PRESETS = {
     # reward Eq. (4) over both: P("science" after "Genre:") and P("funny" after "Tone:")
     "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
                          prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_words",
-                         asking=JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("science", "drama"),
-                                          calibrate=True, asks=PROPERTY, model="gemma-3-270m"),
-                         guards=[JudgeSpec("Tone:", template="Text: {text}\n{question}", answers=("funny", "serious"),
-                                           asks="Is this movie funny?", model="gemma-3-270m")]),
+                         asking=presets.scifi_genre(asks=PROPERTY), guards=[presets.funny_tone()]),
 }
 D5_TOKENIZER = "google/flan-t5-large"  # the D5 validator ships without its own tokenizer files
 SCIFI = re.compile(r"(?i)sci-?fi|science fiction|space|alien|robot|planet|galax|future|time travel")

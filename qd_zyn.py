@@ -63,12 +63,7 @@ GEMMA = "gemma-3-270m"
 # positive vs negative movie reviews 0.92, comedy vs other films 0.79, sci-fi vs other films 0.88. Asked Yes/No,
 # the same judge is near chance on real reviews (0.44): a question listed here is asked its measured way when
 # the judge is the one it was measured on, any other question Yes/No in --template.
-MEASURED = {spec.asks: spec for spec in (
-    presets.sentiment()["cpu"].asking,
-    JudgeSpec("Tone:", template="Text: {text}\n{question}", answers=("funny", "serious"),
-              asks="Is this movie funny?", model=GEMMA),
-    JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("science", "drama"), calibrate=True,
-              asks="Is this movie science fiction?", model=GEMMA))}
+MEASURED = {spec.asks: spec for spec in (presets.sentiment()["cpu"].asking, presets.funny_tone(), presets.scifi_genre())}
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Presets that more than one experiment script runs: defined once here, so that two trainers of the same
 experiment cannot drift apart in judge, prompts or step budget (experiment scripts import no other script).
 
-The sentiment experiment: ppo_flan_sentiments.py trains it with PPO, grpo_flan_sentiments.py with TRL's GRPO.
+The sentiment experiment: ppo_flan_sentiments.py trains it with PPO, grpo_flan_sentiments.py with TRL's GRPO;
+qd_zyn.py asks its question too. The measured ways of asking gemma-3-270m about genre and tone: ppo_d5_movies.py
+and qd_zyn.py.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ def sentiment(question: str = SENTIMENT_QUESTION) -> dict[str, Preset]:
                                        answers=("positive", "negative"), transform="logodds",
                                        asks=SENTIMENT_QUESTION, model="gemma-3-270m")),
     }
+
+
+def scifi_genre(asks: str = "Is this movie science fiction?") -> JudgeSpec:
+    """gemma-3-270m completing "Text: <text>\nGenre:" with "science" against "drama" (calibrated): sci-fi films
+    from the rest at held-out AUROC 0.88 on Rotten Tomatoes consensus texts (benchmarks/results_tune.md).
+    `asks`: the plain question it stands for in a run (D5: its whole property)."""
+    return JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("science", "drama"), calibrate=True,
+                     asks=asks, model="gemma-3-270m")
+
+
+def funny_tone(asks: str = "Is this movie funny?") -> JudgeSpec:
+    """gemma-3-270m completing "Text: <text>\nTone:" with "funny" against "serious": comedies from the rest at
+    held-out AUROC 0.79 on Rotten Tomatoes consensus texts (benchmarks/results_tune.md)."""
+    return JudgeSpec("Tone:", template="Text: {text}\n{question}", answers=("funny", "serious"), asks=asks,
+                     model="gemma-3-270m")
 
 
 def sentiment_checks(preset: str):

@@ -107,7 +107,8 @@ def make_reward(args: Args) -> script.Judge:
 
 
 def external_check(args: Args):
-    """The PPO run's checks from outside the judge: VADER (cpu preset) and metrics/ontask_film."""
+    """The PPO run's checks from outside the judge: VADER (cpu preset), metrics/ontask_film and
+    metrics/ontask_review."""
     return presets.sentiment_checks(args.preset)
 
 

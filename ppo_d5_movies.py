@@ -5,7 +5,8 @@ PROPERTY) reads prompt + continuation with the PROPERTY "This review is about a 
 is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logged at each evaluation: reward/mean,
 metrics/prob_positive (P(Yes), the original's name), metrics/prob_<property> and, as checks from outside
 the judge, metrics/external_scifi_words and metrics/external_funny_words (share of samples with such words),
-external_d5_words (their mean; what --reward external trains on) and metrics/ontask_film (a film word).
+external_d5_words (their mean; what --reward external trains on), metrics/ontask_film (a film word) and
+metrics/ontask_review (P(movie review) of a probe fitted on real text).
 
 The cpu preset asks gemma-3-270m the property's two halves the ways that measured best on real texts
 (Rotten Tomatoes critics' consensus, IMDb genres; benchmarks/results_tune.md): "Text: <text>\nGenre:"
@@ -65,7 +66,7 @@ def external_check(args: Args):
     mean of both, what --reward external trains on), and does the continuation still talk about a film."""
     words = script.keyword_check({"external_scifi_words": SCIFI, "external_funny_words": FUNNY},
                                  mean="external_d5_words", text="samples")
-    film = script.film_check()
+    film = presets.film_checks()
 
     def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
         return {**words(samples, **kwargs), **film(samples, **kwargs)}

@@ -44,7 +44,8 @@ def make_reward(args: Args) -> script.Judge:
 
 def external_check(args: Args):
     """Checks from outside the judge, logged beside it: VADER (cpu preset; what --reward external trains on)
-    and whether the continuation still talks about a film (metrics/ontask_film)."""
+    and whether the continuation is still about a film (metrics/ontask_film: a film word; metrics/ontask_review:
+    P(movie review) of a probe fitted on real text)."""
     return presets.sentiment_checks(args.preset)
 
 

@@ -6,7 +6,8 @@ from FilmAffinity?" (target Yes) and "Is this text too repetitive?" (target No);
 each evaluation: reward/mean, metrics/prob_positive (P(Yes) to the first question, the original's name),
 metrics/prob_ensemble (p), metrics/prob_<question> for each question, and checks from outside the judge:
 metrics/external_sentiment (lvwerra/distilbert-imdb P(POSITIVE); paper) or external_vader (cpu),
-metrics/external_not_repetitive (distinct bigrams of the continuation) and metrics/ontask_film (a film word).
+metrics/external_not_repetitive (distinct bigrams of the continuation), metrics/ontask_film (a film word) and
+metrics/ontask_review (P(movie review) of a probe fitted on real text).
 
     python ppo_flan_sentiments_robust.py --preset cpu                 # offline, ~6 min on 2 CPU cores
     python ppo_flan_sentiments_robust.py --preset cpu --print-config  # what it would load, then exit
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zyn_ppo import script
+from zyn_ppo import presets, script
 from zyn_reward import TEMPLATES, YesNoQuestion
 
 SENTIMENT = "lvwerra/distilbert-imdb"
@@ -51,10 +52,10 @@ def make_reward(args: Args) -> script.Judge:
 def external_check(args: Args):
     """Checks from outside the judge: sentiment (a classifier, paper; VADER, cpu), how little the continuation
     repeats itself (external_not_repetitive: its distinct word bigrams / all its bigrams, the second question
-    checked by counting) and whether it still talks about a film (ontask_film)."""
+    checked by counting) and whether it is still about a film (ontask_film, ontask_review)."""
     sentiment = (script.classifier_check(SENTIMENT, "POSITIVE", "external_sentiment") if args.preset == "paper"
                  else script.vader_check())
-    film = script.film_check()
+    film = presets.film_checks()
 
     def checks(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:
         texts = samples if outputs is None else outputs

@@ -49,14 +49,28 @@ def funny_tone(asks: str = "Is this movie funny?") -> JudgeSpec:
                      model="gemma-3-270m")
 
 
-def sentiment_checks(preset: str):
-    """The sentiment experiment's checks from outside the judge: the VADER sentiment lexicon (cpu preset; what
-    --reward external trains on) and whether the continuation still talks about a film (both presets)."""
-    from .script import film_check, vader_check
+def film_checks():
+    """On task for the movie-review experiments: the continuation uses a film word (ontask_film, a word list)
+    and reads as a movie review (ontask_review, P(movie review) of a probe fitted on real text)."""
+    from .script import film_check, probe_check
 
-    vader, film = vader_check() if preset == "cpu" else (lambda samples: {}), film_check()
+    words, probe = film_check(), probe_check()
 
     def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        return {**vader(samples), **film(samples, **kwargs)}
+        return {**words(samples, **kwargs), **probe(samples, **kwargs)}
+
+    return checks
+
+
+def sentiment_checks(preset: str):
+    """The sentiment experiment's checks from outside the judge: the VADER sentiment lexicon (cpu preset; what
+    --reward external trains on) and whether the continuation is still about a film (both presets: a film word,
+    ontask_film, and the movie-review probe, ontask_review)."""
+    from .script import vader_check
+
+    vader, on_task = vader_check() if preset == "cpu" else (lambda samples: {}), film_checks()
+
+    def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
+        return {**vader(samples), **on_task(samples, **kwargs)}
 
     return checks

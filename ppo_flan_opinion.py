@@ -105,7 +105,7 @@ def make_reward(args: Args) -> script.Judge:
                   f"{measured.stands_for!r}, not {question!r}, so it is asked the paper's way ({asking.describe()})",
                   file=sys.stderr)
     return script.Judge(args.judge, asking.questions(), **asking.reward_options(),
-                        logged_specs=[paper_way(fill(args.heldout_question))])
+                        logged=[paper_way(fill(args.heldout_question))])
 
 
 def paper_way(question: str) -> JudgeSpec:

@@ -102,6 +102,30 @@ def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
         assert abs(evals[0][f"metrics/distinct_{n}"] - expected) < 1e-6
 
 
+def test_a_presets_measured_way_applies_only_to_the_question_it_stands_for(capsys):
+    """script.asks_the_measured_way, the rule of both scripts: the measured way for its own question, else the
+    paper's way with a note; no preset measurement, no note."""
+    from zyn_ppo import script
+    from zyn_reward import JudgeSpec
+
+    measured = JudgeSpec("Stance:", template="Text: {text}\n{question}", answers=("for", "against"),
+                         asks="Is this text in favour of X?")
+    assert script.asks_the_measured_way("cpu", measured, "Is this text in favour of X?") is True
+    assert capsys.readouterr().err == ""
+    assert script.asks_the_measured_way("cpu", measured, "Is this text against X?", paper="Yes/No") is False
+    err = capsys.readouterr().err
+    assert err.startswith("note: the cpu preset's measured way of asking ('Stance:' in ") and err.count("\n") == 1
+    assert ("stands for 'Is this text in favour of X?', not 'Is this text against X?', so it is asked the paper's "
+            "way (Yes/No)") in err
+    both = ("Is it A?", "Is it B?")
+    assert script.asks_the_measured_way("cpu", measured, both, both) is True
+    assert script.asks_the_measured_way("cpu", measured, (*both, "--target no yes"), both, paper="Yes/No") is False
+    assert "ways of asking stand for 'Is it A?', 'Is it B?', not 'Is it A?', 'Is it B?', '--target no yes'" in (
+        capsys.readouterr().err)
+    assert script.asks_the_measured_way("paper", None, "Is this text against X?") is False
+    assert capsys.readouterr().err == ""
+
+
 def test_cpu_preset_asks_the_measured_way_only_for_the_measured_question(capsys):
     import ppo_flan_opinion as opinion
 
@@ -232,7 +256,7 @@ def test_prompt_words_check():
     assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
 
 
-def test_prompt_cpu_preset_asks_the_measured_way():
+def test_prompt_cpu_preset_asks_the_measured_way(capsys):
     import ppo_prompt_generator as pg
 
     judge = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m"))
@@ -242,9 +266,14 @@ def test_prompt_cpu_preset_asks_the_measured_way():
     assert described["options"]["yes_words"] == ("watercolor",) and described["options"]["calibrate"] is True
     assert [(g["question"], g["answers"], g["asks"]) for g in described["guards"]] == [
         ("Subject:", ("nature", "city"), "Is this prompt about nature?")]
+    assert capsys.readouterr().err == ""
     other = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", question=("Is this prompt about space?",)))
     assert [(q.question, q.template) for q in other.questions] == [("Is this prompt about space?", pg.TEMPLATE)]
     assert other.guards == [] and "calibrate" not in other.options
+    assert "not 'Is this prompt about space?', so they are asked the paper's way" in capsys.readouterr().err
+    targets = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", target=("yes", "yes")))  # not the default
+    assert [q.template for q in targets.questions] == [pg.TEMPLATE] * 2 and targets.guards == []
+    assert "'--target yes yes', so they are asked the paper's way" in capsys.readouterr().err
 
 
 def test_keyword_check_bad_input():

@@ -203,6 +203,27 @@ def resolve_asking(args: AskingArgs, presets: dict[str, Preset]) -> str | None:
     return note
 
 
+def asks_the_measured_way(preset: str, measured, asked: str | Sequence[str], stands_for: str | Sequence[str] | None = None,
+                          paper: str = "Yes/No") -> bool:
+    """The rule of an experiment whose preset measured a way of asking its default question (Preset.asking), for
+    scripts that do not take AskingArgs: True where the preset has a measured way (`measured`, a JudgeSpec) and
+    the experiment asks what it stands for (asked == stands_for; None: measured.stands_for); else False: the
+    question is asked the paper's way (`paper`, in words), with a one-line note on stderr where the preset had a
+    measured way. asked and stands_for are compared as given (a question, or a tuple of questions and flags)."""
+    if measured is None:
+        return False
+    stands_for = measured.stands_for if stands_for is None else stands_for
+    if asked == stands_for:
+        return True
+    show = lambda x: repr(x) if isinstance(x, str) else ", ".join(map(repr, x))  # noqa: E731
+    one = isinstance(stands_for, str)
+    way = f"way of asking ({measured.describe()}) stands" if one else "ways of asking stand"
+    print(f"note: the {preset} preset's measured {way} for {show(stands_for)}, not {show(asked)}, so "
+          f"{'it is' if isinstance(asked, str) else 'they are'} asked the paper's way ({paper}); "
+          "`python -m zyn_reward tune` measures other ways", file=sys.stderr)
+    return False
+
+
 # ------------------------------------------------------------------------------------------------ the judge
 @dataclass
 class _Asking:

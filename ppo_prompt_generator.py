@@ -42,6 +42,7 @@ count the continuation alone. Other --question/--target/--name are asked the pap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,11 +134,11 @@ def words_check():
                                 mean="external_prompt_words")
 
 
-def external_check(args: Args):
+def external_check(args: Args, eval_prompts: Sequence[str]):
     """Diversity of the continuations of one scoring batch (both presets), repeated for each sample; keyword
     rates of the default questions (words_check); on task: the continuation still describes its subject
-    (ontask_prompt, script.prompt_relevance_check)."""
-    ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
+    (ontask_prompt, script.prompt_relevance_check, among the evaluation subjects that load_prompts read)."""
+    ontask = script.prompt_relevance_check(eval_prompts, "ontask_prompt")
     words = words_check()
 
     def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:

@@ -212,7 +212,8 @@ def test_distinct_n():
              "a city at night, neon, 8k", "", "trending on artstation, trending on artstation"]
     for n in (1, 2, 3):
         assert distinct_n(texts, n) == pytest.approx(reference_distinct(texts, n))
-    out = external_check(Args(preset="cpu"))(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
+    out = external_check(Args(preset="cpu"), eval_prompts=["x", "y", "z"])(["x a b", "y a b"], prompts=["x", "y"],
+                                                                           outputs=[" a b", " a b"])
     assert {k: out[k] for k in ("distinct_1", "distinct_2")} == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}
     assert len(out["ontask_prompt"]) == 2  # outputs only, one value per sample
 
@@ -252,7 +253,8 @@ def test_prompt_words_check():
     assert out["external_prompt_words"] == [(a + b) / 2 for a, b in zip(expected_w, expected_n)]
     one = words_check()(["a cat, a river"], outputs=[", a river"])  # one of two: the mean is 0.5
     assert one["external_prompt_words"] == [0.5]
-    full = external_check(Args(preset="cpu"))(samples[:2], prompts=subjects[:2], outputs=outputs[:2])
+    full = external_check(Args(preset="cpu"), eval_prompts=subjects)(samples[:2], prompts=subjects[:2],
+                                                                     outputs=outputs[:2])
     assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
 
 

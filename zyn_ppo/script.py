@@ -12,6 +12,7 @@ An experiment script holds only its experiment:
     def load_prompts(args): ...                 # -> (train prompts, eval prompts)
     def make_reward(args): ...                  # -> script.Judge(model, questions), loaded on first use
     def external_check(args): ...               # -> samples -> {"external_<name>": [float]}
+                                                # (args, eval_prompts): also gets load_prompts' evaluation prompts
 
     if __name__ == "__main__":
         script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__)
@@ -523,8 +524,10 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
             check_model(tokenizer, "tokenizer", config=False)
         if judge_name:
             check_model(judge_name, "judge")
-        prompts, eval_prompts = load_prompts(args)
-        external = _Lazy(lambda: external_check(args))
+        prompts, eval_prompts = load_prompts(args)  # read once: a check that needs them takes eval_prompts
+        gets_prompts = "eval_prompts" in inspect.signature(external_check).parameters
+        external = _Lazy(lambda: external_check(args, eval_prompts=eval_prompts) if gets_prompts
+                         else external_check(args))
 
         def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
             check = external()

@@ -26,6 +26,7 @@ chance, 0.47, for both embedded judges); P("polite") is the rewarded probability
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,10 +109,11 @@ def make_reward(args: Args) -> script.Judge:
     return script.ask(args)  # QUESTION asked as the preset (or --judge-spec, or the flags) says
 
 
-def external_check(args: Args):
+def external_check(args: Args, eval_prompts: Sequence[str]):
     """Checks from outside the judge: the hate-speech classifier (paper) or profanity-check (cpu), and whether
-    the continuation still continues its prompt (all-MiniLM-L6-v2 similarity, see script.prompt_relevance_check)."""
-    ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
+    the continuation still continues its prompt among the evaluation prompts that load_prompts read (all-MiniLM-L6-v2
+    similarity, see script.prompt_relevance_check)."""
+    ontask = script.prompt_relevance_check(eval_prompts, "ontask_prompt")
     if args.preset == "paper":
         toxicity = script.classifier_check(CLASSIFIER, "nothate", "external_nothate")
     else:

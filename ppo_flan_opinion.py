@@ -39,7 +39,6 @@ Measure a judge on the stances first:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from zyn_ppo import script
@@ -96,16 +95,11 @@ def make_reward(args: Args) -> script.Judge:
     paper's way (paper_way); the held-out one always the paper's way."""
     fill = lambda text: text.replace("{stance}", args.stance).replace("{topic}", args.topic)  # noqa: E731
     question, measured = fill(args.question), PRESETS[args.preset].asking
-    if measured is not None and question == measured.stands_for:
-        asking = measured.check()
-    else:
-        asking = paper_way(question)
-        if measured is not None:
-            print(f"note: the {args.preset} preset's measured way of asking ({measured.describe()}) stands for "
-                  f"{measured.stands_for!r}, not {question!r}, so it is asked the paper's way ({asking.describe()})",
-                  file=sys.stderr)
+    paper = paper_way(question)
+    asking = measured.check() if script.asks_the_measured_way(args.preset, measured, question,
+                                                                paper=paper.describe()) else paper
     return script.Judge(args.judge, asking.questions(), **asking.reward_options(),
-                        logged_specs=[paper_way(fill(args.heldout_question))])
+                        logged=[paper_way(fill(args.heldout_question))])
 
 
 def paper_way(question: str) -> JudgeSpec:

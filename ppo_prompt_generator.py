@@ -42,7 +42,7 @@ count the continuation alone. Other --question/--target/--name are asked the pap
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -114,14 +114,12 @@ def make_reward(args: Args) -> script.Judge:
     if len(targets) != len(args.question) or len(names) != len(args.question):
         raise script.UserError(f"--target and --name need one value per question ({len(args.question)} questions)")
     preset = PRESETS[args.preset]
-    if preset.asking is not None and tuple(args.question) == QUESTIONS and not args.target and not args.name:
+    asked = (*args.question, *[f"--{flag} {' '.join(values)}" for flag, values in (("target", args.target),
+                                                                              ("name", args.name)) if values])
+    if script.asks_the_measured_way(args.preset, preset.asking, asked, QUESTIONS, paper=f"Yes/No in {TEMPLATE!r}"):
         asking = preset.asking.check()
         return script.Judge(args.judge, asking.questions(), guards=[g.check() for g in preset.guards],
                             **asking.reward_options())
-    if preset.asking is not None:
-        print(f"note: the {args.preset} preset's measured ways of asking stand for the default questions "
-              f"{list(QUESTIONS)} with their default targets and names; these are asked the paper's way "
-              "(Yes/No, unmeasured on this judge: python -m zyn_reward tune measures other ways)", file=sys.stderr)
     return script.Judge(args.judge, [YesNoQuestion(q, target=t, template=TEMPLATE, name=n)
                                      for q, t, n in zip(args.question, targets, names)])
 
@@ -136,11 +134,11 @@ def words_check():
                                 mean="external_prompt_words")
 
 
-def external_check(args: Args):
+def external_check(args: Args, eval_prompts: Sequence[str]):
     """Diversity of the continuations of one scoring batch (both presets), repeated for each sample; keyword
     rates of the default questions (words_check); on task: the continuation still describes its subject
-    (ontask_prompt, script.prompt_relevance_check)."""
-    ontask = script.prompt_relevance_check(load_prompts(args)[1], "ontask_prompt")
+    (ontask_prompt, script.prompt_relevance_check, among the evaluation subjects that load_prompts read)."""
+    ontask = script.prompt_relevance_check(eval_prompts, "ontask_prompt")
     words = words_check()
 
     def diversity(samples: list[str], outputs: list[str] | None = None, **kwargs) -> dict[str, list[float]]:

@@ -275,19 +275,6 @@ def score(judges: list[ZeroShotRewardModel], texts: list[str]) -> tuple[list[flo
 # ------------------------------------------------------------------------------------------------------
 
 
-def write_json_atomic(path: Path, lines: list[dict] | dict, jsonl: bool = False) -> None:
-    if jsonl:
-        runio.write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in lines))
-    else:
-        runio.write_json_atomic(path, lines)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def plot_archive(archive: dict, edges: list[list[float]], args: Args, path: Path) -> None:
     import matplotlib
 
@@ -397,12 +384,12 @@ def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
             p["bin"] = list(bin_index(p["descriptors"], edges))
             try_insert(archive, p)
         state = dict(iteration=0, edges=edges, elapsed=time.time() - start)
-        write_json_atomic(archive_path, list(archive.values()), jsonl=True)
-        write_json_atomic(state_path, state)
+        runio.write_jsonl_atomic(archive_path, archive.values())
+        runio.write_json_atomic(state_path, state)
         tracker.log({**qd_metrics(archive, num_cells), "qd/accepted": len(archive), "time/elapsed": state["elapsed"]},
                     step=0)
     else:
-        archive = {tuple(e["bin"]): e for e in read_jsonl(archive_path)}
+        archive = {tuple(e["bin"]): e for e in runio.read_jsonl(archive_path)}
         print(f"resuming {run_dir} at iteration {state['iteration']} with {len(archive)} elites")
     edges = state["edges"]
 
@@ -416,8 +403,8 @@ def _search(args: Args, run_dir: Path, record: dict, seeds: list[str]) -> dict:
             child["bin"] = list(bin_index(child["descriptors"], edges))
             accepted += try_insert(archive, child)
         state = dict(iteration=iteration, edges=edges, elapsed=time.time() - start)
-        write_json_atomic(archive_path, list(archive.values()), jsonl=True)
-        write_json_atomic(state_path, state)
+        runio.write_jsonl_atomic(archive_path, archive.values())
+        runio.write_json_atomic(state_path, state)
         metrics = {**qd_metrics(archive, num_cells), "qd/accepted": accepted, "time/elapsed": state["elapsed"]}
         tracker.log(metrics, step=iteration)
         print(f"iter {iteration}: qd_score {metrics['qd/score']:.3f} coverage {metrics['qd/coverage']:.2f} "

@@ -1,4 +1,4 @@
-"""How long `python -m zyn_reward tune` takes, and what it picks, on 200 real labelled texts.
+"""How long `python -m zyn_reward tune` takes, and what it picks, on up to 200 real labelled texts (--limit).
 
     python -m benchmarks.bench_tune                                 # sentiment on IMDB reviews
     python -m benchmarks.bench_tune --task sentiment --corpus drugs # sentiment on drugs.com reviews
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shlex
@@ -98,7 +99,7 @@ def cpu_flags() -> str:
     return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="sentiment")
     parser.add_argument("--corpus", choices=("imdb", "rotten_tomatoes", "drugs"), default="imdb",
@@ -108,7 +109,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "zyn-drugreview"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results_tune.md"),
                         help="append the report to this file (- prints only)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     pairs, source = labelled(args.task, args.corpus, Path(args.data_dir))
     question, extra = TASKS[args.task]
     work = Path(tempfile.mkdtemp(prefix="zyn-bench-tune-"))
@@ -124,6 +125,7 @@ def main() -> None:
     load_after = os.getloadavg()
     if done.returncode != 0:
         sys.exit(f"error: tune failed:\n{done.stderr[-3000:]}")
+    measured = json.loads((work / "spec.json").read_text())["texts"]  # what tune sampled: at most --limit
     import torch
 
     shown = (f"python -m zyn_reward tune --question {question!r} --labeled texts.csv --limit {args.limit} "
@@ -133,13 +135,13 @@ def main() -> None:
         f"Command: `python -m benchmarks.bench_tune --task {args.task}"
         + (f" --corpus {args.corpus}" if args.task == "sentiment" else "") + f"` (runs `{shown}`)", "",
         f"- Data: {source} ({len(pairs)} labelled texts; the tuner keeps those of at most {args.max_chars} "
-        f"characters and samples {args.limit}, balanced, seed 0).",
+        f"characters and samples at most {args.limit}, balanced, seed 0: {measured} texts measured).",
         f"- Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, fp32; CPU flags: {cpu_flags()}.",
         f"- Load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{', '.join(f'{x:.2f}' for x in load_after)} after.",
         f"- Wall time of the whole command (loading both judges included): **{seconds:.0f} s** "
-        f"({seconds / 60:.1f} min) for {args.limit} texts.", "",
+        f"({seconds / 60:.1f} min) for {measured} texts.", "",
         "The command's report:", "",
         "\n".join(line for line in done.stdout.strip().replace(str(work / "reviews.csv"), "texts.csv").splitlines()
                   if not line.startswith("written:")), ""])

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
-import helpers
 from helpers import PROMPTS, SCRIPT_ENV, share_of_spaces, toy_config
 
 import zyn_ppo
@@ -209,6 +209,22 @@ def test_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
     path.write_text('{"step": 0}\nnot json\n{"step": 2}\n')
     with pytest.raises(zyn_ppo.UserError, match=r"metrics.jsonl:2 is not a metrics line"):
         runio.read_metrics(path)
+
+
+def test_jsonl_files_are_written_whole_and_read_back(tmp_path):
+    """runio.write_jsonl_atomic / read_jsonl: what qd_zyn's archive, samples/ and a trimmed metrics.jsonl use."""
+    path = tmp_path / "archive.jsonl"
+    assert runio.read_jsonl(path) == []  # none yet
+    rows = [{"bin": [0, 1], "text": "caf\u00e9 \"quoted\"", "quality": 0.25}, {"bin": [1, 0], "text": "b", "quality": 1}]
+    runio.write_jsonl_atomic(path, iter(rows))
+    assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows)  # the bytes the run directories hold
+    assert runio.read_jsonl(path) == rows and not list(tmp_path.glob(".*.tmp"))
+    path.write_text(path.read_text() + "\n\n")
+    assert runio.read_jsonl(path) == rows  # blank lines skipped
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n{"step": 2, "a": 3}\n')
+    assert [r["step"] for r in runio.keep_metrics_until(metrics, 1)] == [0, 1]
+    assert metrics.read_text() == '{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n'
 
 
 def test_checkpoint_verification_names_the_file(tmp_path):

@@ -102,6 +102,30 @@ def test_prompt_generator_tiny_run(tmp_path, tiny_llama_dir, tiny_gpt2_dir):
         assert abs(evals[0][f"metrics/distinct_{n}"] - expected) < 1e-6
 
 
+def test_a_presets_measured_way_applies_only_to_the_question_it_stands_for(capsys):
+    """script.asks_the_measured_way, the rule of both scripts: the measured way for its own question, else the
+    paper's way with a note; no preset measurement, no note."""
+    from zyn_ppo import script
+    from zyn_reward import JudgeSpec
+
+    measured = JudgeSpec("Stance:", template="Text: {text}\n{question}", answers=("for", "against"),
+                         asks="Is this text in favour of X?")
+    assert script.asks_the_measured_way("cpu", measured, "Is this text in favour of X?") is True
+    assert capsys.readouterr().err == ""
+    assert script.asks_the_measured_way("cpu", measured, "Is this text against X?", paper="Yes/No") is False
+    err = capsys.readouterr().err
+    assert err.startswith("note: the cpu preset's measured way of asking ('Stance:' in ") and err.count("\n") == 1
+    assert ("stands for 'Is this text in favour of X?', not 'Is this text against X?', so it is asked the paper's "
+            "way (Yes/No)") in err
+    both = ("Is it A?", "Is it B?")
+    assert script.asks_the_measured_way("cpu", measured, both, both) is True
+    assert script.asks_the_measured_way("cpu", measured, (*both, "--target no yes"), both, paper="Yes/No") is False
+    assert "ways of asking stand for 'Is it A?', 'Is it B?', not 'Is it A?', 'Is it B?', '--target no yes'" in (
+        capsys.readouterr().err)
+    assert script.asks_the_measured_way("paper", None, "Is this text against X?") is False
+    assert capsys.readouterr().err == ""
+
+
 def test_cpu_preset_asks_the_measured_way_only_for_the_measured_question(capsys):
     import ppo_flan_opinion as opinion
 
@@ -188,7 +212,8 @@ def test_distinct_n():
              "a city at night, neon, 8k", "", "trending on artstation, trending on artstation"]
     for n in (1, 2, 3):
         assert distinct_n(texts, n) == pytest.approx(reference_distinct(texts, n))
-    out = external_check(Args(preset="cpu"))(["x a b", "y a b"], prompts=["x", "y"], outputs=[" a b", " a b"])
+    out = external_check(Args(preset="cpu"), eval_prompts=["x", "y", "z"])(["x a b", "y a b"], prompts=["x", "y"],
+                                                                           outputs=[" a b", " a b"])
     assert {k: out[k] for k in ("distinct_1", "distinct_2")} == {"distinct_1": [0.5, 0.5], "distinct_2": [0.5, 0.5]}
     assert len(out["ontask_prompt"]) == 2  # outputs only, one value per sample
 
@@ -228,11 +253,12 @@ def test_prompt_words_check():
     assert out["external_prompt_words"] == [(a + b) / 2 for a, b in zip(expected_w, expected_n)]
     one = words_check()(["a cat, a river"], outputs=[", a river"])  # one of two: the mean is 0.5
     assert one["external_prompt_words"] == [0.5]
-    full = external_check(Args(preset="cpu"))(samples[:2], prompts=subjects[:2], outputs=outputs[:2])
+    full = external_check(Args(preset="cpu"), eval_prompts=subjects)(samples[:2], prompts=subjects[:2],
+                                                                     outputs=outputs[:2])
     assert full["external_prompt_words"] == [0.0, 1.0] and len(full["ontask_prompt"]) == 2
 
 
-def test_prompt_cpu_preset_asks_the_measured_way():
+def test_prompt_cpu_preset_asks_the_measured_way(capsys):
     import ppo_prompt_generator as pg
 
     judge = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m"))
@@ -242,9 +268,14 @@ def test_prompt_cpu_preset_asks_the_measured_way():
     assert described["options"]["yes_words"] == ("watercolor",) and described["options"]["calibrate"] is True
     assert [(g["question"], g["answers"], g["asks"]) for g in described["guards"]] == [
         ("Subject:", ("nature", "city"), "Is this prompt about nature?")]
+    assert capsys.readouterr().err == ""
     other = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", question=("Is this prompt about space?",)))
     assert [(q.question, q.template) for q in other.questions] == [("Is this prompt about space?", pg.TEMPLATE)]
     assert other.guards == [] and "calibrate" not in other.options
+    assert "not 'Is this prompt about space?', so they are asked the paper's way" in capsys.readouterr().err
+    targets = pg.make_reward(pg.Args(preset="cpu", judge="gemma-3-270m", target=("yes", "yes")))  # not the default
+    assert [q.template for q in targets.questions] == [pg.TEMPLATE] * 2 and targets.guards == []
+    assert "'--target yes yes', so they are asked the paper's way" in capsys.readouterr().err
 
 
 def test_keyword_check_bad_input():

@@ -215,3 +215,46 @@ def test_prompt_relevance_with_the_embedded_sentence_model():
     off = check(["s"] * 4, prompts=prompts, outputs=[" I love sunny days."] * 4)
     assert min(on["ontask_prompt"]) == 1.0  # every continuation is nearest its own prompt
     assert np.mean(off["ontask_prompt"]) == pytest.approx(0.5, abs=0.2)  # one text for all: no prompt preferred
+
+
+class StubJudge:
+    """A judge that loads nothing (the prompt test below needs only the external checks)."""
+
+    def reward_fn(self, samples, **kwargs):
+        return [0.0] * len(samples)
+
+    def metric_fn(self, samples, **kwargs):
+        return {}
+
+
+@pytest.mark.parametrize("name", ["ppo_flan_detox", "ppo_prompt_generator"])
+def test_the_prompt_file_is_read_once_and_the_ontask_check_gets_its_evaluation_prompts(name, tiny_gpt2_dir,
+                                                                                       tmp_path, monkeypatch):
+    """script.main passes load_prompts' evaluation prompts to an external_check that takes eval_prompts: the
+    prompt file is read once, and ontask_prompt ranks each continuation among those prompts."""
+    import importlib
+    from types import SimpleNamespace
+
+    from zyn_ppo import script
+
+    module = importlib.import_module(name)
+    reads = []
+    read = script.read_prompt_lines
+    monkeypatch.setattr(script, "read_prompt_lines", lambda *a, **k: reads.append(a[0]) or read(*a, **k))
+    monkeypatch.setattr(script, "embedder", lambda *a, **k: bag_of_words)
+    seen = {}
+
+    def train(args, metric_fn, eval_prompts, **run):
+        seen["eval"] = eval_prompts
+        prompts, outputs = eval_prompts[:3], [" the film", " a cat and a dog", " rain and sun"]
+        seen["metrics"] = metric_fn([p + o for p, o in zip(prompts, outputs)], prompts=prompts, outputs=outputs)
+        return SimpleNamespace(run_dir=tmp_path / "run")
+
+    script.main(module.Args, module.PRESETS, module.load_prompts, lambda args: StubJudge(), module.external_check,
+                argv=["--preset", "cpu", "--policy", tiny_gpt2_dir, "--tracker", "none", "--logging-dir",
+                      str(tmp_path / "run")], train=train)
+    assert len(reads) == 1  # load_prompts, once
+    prompts, outputs = seen["eval"][:3], [" the film", " a cat and a dog", " rain and sun"]
+    expected = script.prompt_relevance_check(seen["eval"], embed=bag_of_words)(
+        [p + o for p, o in zip(prompts, outputs)], prompts=prompts, outputs=outputs)["ontask_prompt"]
+    assert seen["metrics"]["ontask_prompt"] == pytest.approx(expected) and len(expected) == 3

@@ -279,6 +279,42 @@ def test_a_logged_spec_is_asked_its_own_way_and_never_rewarded(tiny_llama_dir):
     assert "- Logged question (not rewarded), asked its own way: 'Is this text about a film?' answered" in card
 
 
+def test_logged_questions_and_specs_are_one_mechanism_on_the_loaded_judge(tiny_llama_dir):
+    """Judge(logged=[...]): a plain question is asked with the rewarded question's options, a JudgeSpec its own
+    way; each is logged (never rewarded) from the judge's one loaded model, and described as before."""
+    import dataclasses
+
+    from zyn_ppo import script
+
+    main = JudgeSpec("Sentiment:", template="Review: {text}\n{question}", answers=("positive", "negative"),
+                     asks="Is this movie review positive?")
+    plain = YesNoQuestion("Is this text long?", template="Review: {text}\n{question}")
+    spec = JudgeSpec("Is this text about a film?", template="flan_toxicity")
+    judge = script.Judge(tiny_llama_dir, main.questions(), logged=[plain, spec], **main.reward_options())
+    alone = ZeroShotRewardModel(tiny_llama_dir, main.questions(), **main.reward_options())
+    p_plain = ZeroShotRewardModel(tiny_llama_dir, [plain], **main.reward_options()).probabilities(TEXTS)
+    p_plain_yes_no = ZeroShotRewardModel(tiny_llama_dir, [plain]).probabilities(TEXTS)
+    p_spec = ZeroShotRewardModel(tiny_llama_dir, spec.questions(), **spec.reward_options()).probabilities(TEXTS)
+    np.testing.assert_allclose(judge.reward_fn(TEXTS), alone.reward_fn(TEXTS), atol=1e-6)  # never rewarded
+    metrics = judge.metric_fn(TEXTS)
+    np.testing.assert_allclose(metrics["prob_is_this_text_long"], p_plain, atol=1e-6)  # the rewarded answer words
+    assert not np.allclose(p_plain, p_plain_yes_no, atol=1e-4)
+    np.testing.assert_allclose(metrics["prob_is_this_text_about_a_film"], p_spec, atol=1e-6)  # its own way
+    assert "prob_ensemble" not in metrics
+    assert [a.questions for a in judge.logged_askings] == [[plain], spec.questions()]
+    assert all(a.rm.model is judge.rm.model and a.rm.tokenizer is judge.rm.tokenizer for a in judge.logged_askings)
+    described = judge.describe()
+    assert described["logged_questions"] == [dataclasses.asdict(plain)]
+    assert described["logged_specs"] == [spec.to_dict()]
+    assert list(described) == ["model", "options", "questions", "logged_questions", "logged_specs"]
+    older = script.Judge(tiny_llama_dir, main.questions(), logged=[plain], logged_specs=[spec], **main.reward_options())
+    assert json.dumps(older.describe()) == json.dumps(described)
+    bare = script.Judge(tiny_llama_dir, main.questions(), **main.reward_options()).describe()
+    assert bare["logged_questions"] == [] and "logged_specs" not in bare
+    with pytest.raises(UserError, match="question names must be unique"):  # across both kinds of logged question
+        script.Judge(tiny_llama_dir, main.questions(), logged=["Is this text about a film?", spec])
+
+
 def test_a_guards_weight_sets_its_share_of_the_eq4_mean(tiny_llama_dir):
     from zyn_ppo import script
 

@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -134,6 +134,18 @@ def differences(old: dict, new: dict, safe: tuple = SAFE_TO_CHANGE) -> list[str]
 
 def write_json_atomic(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=1, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
+    """A JSON-lines file, one row a line, written whole or not at all."""
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def read_jsonl(path: Path) -> list:
+    """The rows of a JSON-lines file that write_jsonl_atomic wrote (blank lines skipped); [] when it is missing."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -343,7 +355,7 @@ def read_metrics(path: Path) -> list[dict]:
 def keep_metrics_until(path: Path, step: int) -> list[dict]:
     """Rewrite metrics.jsonl with the lines up to `step` (what a checkpoint at `step` has seen)."""
     rows = [r for r in read_metrics(path) if r["step"] <= step]
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl_atomic(path, rows)
     return rows
 
 
@@ -431,9 +443,8 @@ class RunLogger:
         if not self.enabled:
             return
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "samples" / f"eval_{step}.jsonl",
-                          "".join(json.dumps({k: r[k] for k in ("prompt", "output", "reward", "metrics")}) + "\n"
-                                  for r in rows))
+        write_jsonl_atomic(self.run_dir / "samples" / f"eval_{step}.jsonl",
+                           ({k: r[k] for k in ("prompt", "output", "reward", "metrics")} for r in rows))
         if self.kind == "wandb" and rows:
             import wandb
 

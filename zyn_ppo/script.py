@@ -12,6 +12,7 @@ An experiment script holds only its experiment:
     def load_prompts(args): ...                 # -> (train prompts, eval prompts)
     def make_reward(args): ...                  # -> script.Judge(model, questions), loaded on first use
     def external_check(args): ...               # -> samples -> {"external_<name>": [float]}
+                                                # (args, eval_prompts): also gets load_prompts' evaluation prompts
 
     if __name__ == "__main__":
         script.main(Args, PRESETS, load_prompts, make_reward, external_check, __doc__)
@@ -203,7 +204,39 @@ def resolve_asking(args: AskingArgs, presets: dict[str, Preset]) -> str | None:
     return note
 
 
+def asks_the_measured_way(preset: str, measured, asked: str | Sequence[str], stands_for: str | Sequence[str] | None = None,
+                          paper: str = "Yes/No") -> bool:
+    """The rule of an experiment whose preset measured a way of asking its default question (Preset.asking), for
+    scripts that do not take AskingArgs: True where the preset has a measured way (`measured`, a JudgeSpec) and
+    the experiment asks what it stands for (asked == stands_for; None: measured.stands_for); else False: the
+    question is asked the paper's way (`paper`, in words), with a one-line note on stderr where the preset had a
+    measured way. asked and stands_for are compared as given (a question, or a tuple of questions and flags)."""
+    if measured is None:
+        return False
+    stands_for = measured.stands_for if stands_for is None else stands_for
+    if asked == stands_for:
+        return True
+    show = lambda x: repr(x) if isinstance(x, str) else ", ".join(map(repr, x))  # noqa: E731
+    one = isinstance(stands_for, str)
+    way = f"way of asking ({measured.describe()}) stands" if one else "ways of asking stand"
+    print(f"note: the {preset} preset's measured {way} for {show(stands_for)}, not {show(asked)}, so "
+          f"{'it is' if isinstance(asked, str) else 'they are'} asked the paper's way ({paper}); "
+          "`python -m zyn_reward tune` measures other ways", file=sys.stderr)
+    return False
+
+
 # ------------------------------------------------------------------------------------------------ the judge
+@dataclass
+class _Asking:
+    """One way of asking the judge beside its rewarded questions: a guard (rewarded, Eq. 4) or a logged question.
+    options: the ZeroShotRewardModel options that differ from the rewarded questions' (a JudgeSpec's own; {}:
+    asked as the rewarded questions are); rm: its reward model, on the judge's loaded weights."""
+
+    questions: list
+    options: dict
+    rm: Any = None
+
+
 class Judge:
     """The ZYN reward of an experiment: a judge, its rewarded questions (Eq. 4 over them) and questions that
     are only logged; the model loads on first use (after the run directory has been checked).
@@ -212,31 +245,36 @@ class Judge:
     of the same judge, e.g. "does the text stay on topic?" beside "is it positive?" (Eq. 4 as a guard against
     drift): the reward is the transform of the weighted mean of every rewarded question's P(target).
 
-    logged_specs: questions that are only logged, each a JudgeSpec asked its own way of the same judge (e.g. a
-    Yes/No question beside a rewarded question that is asked with label words).
+    logged: questions that are only logged, never rewarded: a question (a string or a YesNoQuestion) is asked
+    with the rewarded questions' options (answer words, transform, ...); a JudgeSpec is asked its own way of the
+    same judge (e.g. a Yes/No question beside a rewarded question that is asked with label words).
+    logged_specs: more JudgeSpecs to log, the same as putting them in `logged`.
+
+    Every way of asking beside the rewarded one (each guard, each logged JudgeSpec, the logged questions asked
+    the rewarded way) is one ZeroShotRewardModel on the judge's loaded weights.
 
     Logged at each evaluation: prob_positive (P(target answer) of the first rewarded question, the name the
     original scripts used), prob_<name> for every question, prob_ensemble for several rewarded questions."""
 
     def __init__(self, model: str, questions: Sequence, logged: Sequence = (), guards: Sequence = (),
                  logged_specs: Sequence = (), **options):
-        from zyn_reward import YesNoQuestion
+        from zyn_reward import JudgeSpec, YesNoQuestion
 
         self.model_name, self.options, self.guards = model, options, list(guards)
-        self.logged_specs = list(logged_specs)
         self.questions = [YesNoQuestion(q) if isinstance(q, str) else q for q in questions]
-        self.logged = [YesNoQuestion(q) if isinstance(q, str) else q for q in logged]
+        logged = [*logged, *logged_specs]
+        self.logged = [YesNoQuestion(q) if isinstance(q, str) else q for q in logged if not isinstance(q, JudgeSpec)]
+        self.logged_specs = [q for q in logged if isinstance(q, JudgeSpec)]
         if not self.questions:
             raise UserError("the judge needs at least one rewarded question")
-        self.guard_questions = [spec.questions() for spec in self.guards]
-        self.logged_spec_questions = [spec.questions() for spec in self.logged_specs]
-        names = [q.name for q in self.questions + self.logged] + [
-            q.name for qs in self.guard_questions + self.logged_spec_questions for q in qs]
+        self.guard_askings = [_Asking(spec.questions(), spec.reward_options()) for spec in self.guards]
+        self.logged_askings = ([_Asking(self.logged, {})] if self.logged else []) + [
+            _Asking(spec.questions(), spec.reward_options()) for spec in self.logged_specs]
+        names = [q.name for q in self.questions] + [
+            q.name for asking in self.guard_askings + self.logged_askings for q in asking.questions]
         if len(set(names)) != len(names) or "positive" in names[1:] or "ensemble" in names:
             raise UserError(f"question names must be unique and not 'ensemble' (got {names}); pass name=...")
-        self._rm = self._logged_rm = None
-        self._guard_rms: list = []
-        self._logged_spec_rms: list = []
+        self._rm = None
 
     def describe(self) -> dict:
         """Everything that decides the reward, defaults included (recorded in run.json)."""
@@ -262,24 +300,16 @@ class Judge:
 
             self._rm = ZeroShotRewardModel(self.model_name, questions=self.questions, **self.options)
             shared = {k: v for k, v in self.options.items() if k not in ("tokenizer",)}
-            if self.logged:
-                self._logged_rm = ZeroShotRewardModel(self._rm.model, questions=self.logged,
-                                                      tokenizer=self._rm.tokenizer, **shared)
-            for spec, questions in zip(self.guards, self.guard_questions):  # the same weights, asked its own way
-                options = {**shared, **spec.reward_options()}
-                self._guard_rms.append(ZeroShotRewardModel(self._rm.model, questions=questions,
-                                                           tokenizer=self._rm.tokenizer, **options))
-            for spec, questions in zip(self.logged_specs, self.logged_spec_questions):
-                options = {**shared, **spec.reward_options()}
-                self._logged_spec_rms.append(ZeroShotRewardModel(self._rm.model, questions=questions,
-                                                                 tokenizer=self._rm.tokenizer, **options))
+            for asking in self.guard_askings + self.logged_askings:  # the same weights, asked its own way
+                asking.rm = ZeroShotRewardModel(self._rm.model, questions=asking.questions,
+                                                tokenizer=self._rm.tokenizer, **{**shared, **asking.options})
         return self._rm
 
     def _ensemble(self, samples: list[str]):
         """Eq. (4) over the rewarded questions and the guards': a [texts] tensor."""
         import torch
 
-        groups = [(self.rm, self.questions)] + list(zip(self._guard_rms, self.guard_questions))
+        groups = [(self.rm, self.questions)] + [(asking.rm, asking.questions) for asking in self.guard_askings]
         weights = [sum(q.weight for q in qs) for _, qs in groups]
         probs = [torch.tensor(rm.probabilities(samples), dtype=torch.float64) for rm, _ in groups]
         return sum(w * p for w, p in zip(weights, probs)) / sum(weights)
@@ -294,11 +324,9 @@ class Judge:
     def metric_fn(self, samples: list[str], **kwargs) -> dict[str, list[float]]:
         metrics = self.rm.metric_fn(samples)
         out = {"prob_positive": metrics[f"prob_{self.questions[0].name}"], **metrics}
-        for rm in filter(None, [self._logged_rm, *self._logged_spec_rms]):  # logged only: never in the ensemble
-            out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
+        for asking in self.logged_askings + self.guard_askings:  # logged ones never join the ensemble
+            out.update({k: v for k, v in asking.rm.metric_fn(samples).items() if k != "prob_ensemble"})
         if self.guards:
-            for rm in self._guard_rms:
-                out.update({k: v for k, v in rm.metric_fn(samples).items() if k != "prob_ensemble"})
             out["prob_ensemble"] = self._ensemble(samples).tolist()
         return out
 
@@ -496,8 +524,10 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
             check_model(tokenizer, "tokenizer", config=False)
         if judge_name:
             check_model(judge_name, "judge")
-        prompts, eval_prompts = load_prompts(args)
-        external = _Lazy(lambda: external_check(args))
+        prompts, eval_prompts = load_prompts(args)  # read once: a check that needs them takes eval_prompts
+        gets_prompts = "eval_prompts" in inspect.signature(external_check).parameters
+        external = _Lazy(lambda: external_check(args, eval_prompts=eval_prompts) if gets_prompts
+                         else external_check(args))
 
         def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
             check = external()

@@ -70,6 +70,7 @@ def max_rss_mb() -> float:
 
 def run_zyn(args: Args, num_layers_unfrozen: int, run_dir: str, freeze_embeddings: bool = False) -> dict:
     import zyn_ppo
+    from zyn_ppo import runio
 
     cfg = zyn_ppo.TRLConfig.update(zyn_ppo.TRLConfig(), {
         "model.model_path": args.model_dir, "model.num_layers_unfrozen": num_layers_unfrozen,
@@ -82,7 +83,7 @@ def run_zyn(args: Args, num_layers_unfrozen: int, run_dir: str, freeze_embedding
         "optimizer.kwargs.lr": 1e-5,
     })
     trainer = zyn_ppo.train(lambda samples, outputs, **kw: share_of_spaces(outputs), prompts(), prompts()[:1], None, cfg)
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = runio.read_jsonl(Path(run_dir) / "metrics.jsonl")
     seconds = rows[-1]["time/elapsed"] - sum(r.get("time/eval", 0.0) for r in rows)
     return dict(episodes=trainer.episodes, seconds=seconds, steps=trainer.step)
 

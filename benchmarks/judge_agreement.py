@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
+from zyn_ppo import runio  # noqa: E402
 from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
 
 QA = "Review: {text}\nQuestion: {question}\nAnswer:"
@@ -52,8 +52,7 @@ def samples(run_dirs: list[str], n: int) -> tuple[list[str], list[float]]:
     texts, vader, seen = [], [], set()
     for run in run_dirs:
         for path in sorted(glob.glob(os.path.join(run, "samples", "eval_*.jsonl"))):
-            for line in Path(path).read_text().splitlines():
-                row = json.loads(line)
+            for row in runio.read_jsonl(Path(path)):
                 text = row["prompt"] + row["output"]
                 if text not in seen and "external_vader" in row.get("metrics", {}):
                     seen.add(text)

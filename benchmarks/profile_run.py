@@ -10,16 +10,20 @@ reference), evaluations (generation + judge + external check on the held-out pro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a file: python benchmarks/profile_run.py
+
+from zyn_ppo import runio  # noqa: E402
 
 PARTS = {"generate": "time/rollout_generate", "judge": "time/rollout_score", "rollout forward": "time/rollout_forward",
          "evaluation": "time/eval"}
 
 
 def profile(run_dir: Path, until_step: int | None = None) -> dict[str, float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = runio.read_jsonl(run_dir / "metrics.jsonl")
     rows = [r for r in rows if until_step is None or r["step"] <= until_step]
     total = max(r.get("time/elapsed") or 0.0 for r in rows)
     out = {name: sum(r.get(key) or 0.0 for r in rows) for name, key in PARTS.items()}

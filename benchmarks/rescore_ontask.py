@@ -14,7 +14,6 @@ on the continuation alone; a run that logged ontask_review itself is shown as lo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from plots.results_table import table
@@ -37,7 +36,7 @@ def rescore(run_dir: Path, check) -> dict[int, dict[str, float]]:
         step = int(path.stem.split("_")[1])
         if step in logged:
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = runio.read_jsonl(path)
         scores = check([r["prompt"] + r["output"] for r in rows], outputs=[r["output"] for r in rows])["ontask_review"]
         out[step] = {"metrics/ontask_review": sum(scores) / max(len(scores), 1)}
     return out

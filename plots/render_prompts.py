@@ -17,6 +17,11 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a file: python plots/render_prompts.py
+
+from zyn_ppo import runio  # noqa: E402
+
 
 def render_grid(run_dir: Path, model: str = "stabilityai/sd-turbo", count: int = 4, steps: int = 1,
                 guidance: float = 0.0, seed: int = 1000) -> Path | None:
@@ -35,7 +40,7 @@ def render_grid(run_dir: Path, model: str = "stabilityai/sd-turbo", count: int =
         return None
     rows = []
     for path in (evals[0], evals[-1]):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = runio.read_jsonl(path)
         rows.append([r["prompt"] + r["output"] for r in lines[: count]])
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(model, torch_dtype=torch.float16).to("cuda")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from helpers import run_script
 
-from zyn_ppo import script
+from zyn_ppo import runio, script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,8 @@ def run(script: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProc
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert path.is_file(), f"{path} is missing"  # runio.read_jsonl reads a missing file as []
+    return runio.read_jsonl(path)
 
 
 def finite(line: dict) -> bool:

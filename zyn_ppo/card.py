@@ -148,8 +148,8 @@ def write_model_card(folder: Path, run_dir: Path, step: int) -> Path:
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     rows = runio.read_metrics(run_dir / "metrics.jsonl")
     samples = run_dir / "samples" / f"eval_{first_last(rows)[1]}.jsonl"
-    lines = samples.read_text().splitlines() if samples.exists() else []
-    example = json.loads(lines[0])["prompt"] if lines else "The movie was"
+    lines = runio.read_jsonl(samples)
+    example = lines[0]["prompt"] if lines else "The movie was"
     path = Path(folder) / "README.md"
     path.write_text(model_card(record, rows, step, git_commit(record), example))
     return path

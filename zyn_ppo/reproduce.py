@@ -105,7 +105,7 @@ def same_texts(old: Path, new: Path, step: int) -> tuple[int, int] | None:
     files = [d / "samples" / f"eval_{step}.jsonl" for d in (old, new)]
     if not all(f.is_file() for f in files):
         return None
-    a, b = ([json.loads(line)["output"] for line in f.read_text().splitlines() if line.strip()] for f in files)
+    a, b = ([row["output"] for row in runio.read_jsonl(f)] for f in files)
     return sum(x == y for x, y in zip(a, b)), len(b)
 
 

@@ -144,8 +144,9 @@ def worker(args: Args) -> None:
 
 
 def make_policy(folder: str, layers: int, hidden: int) -> int:
-    from tests import tiny_models  # run from the project folder
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests import tiny_models  # run from the project folder
 
     tok = tiny_models.make_tokenizer()
     config = GPT2Config(vocab_size=len(tok), n_embd=hidden, n_layer=layers, n_head=8, n_positions=128,

@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 from zyn_ppo import runio  # noqa: E402
-from zyn_reward import TEMPLATES, YesNoQuestion, ZeroShotRewardModel  # noqa: E402
+from zyn_reward import YesNoQuestion, ZeroShotRewardModel  # noqa: E402
 
 QA = "Review: {text}\nQuestion: {question}\nAnswer:"
 POSITIVE, NEGATIVE = "Is this movie review positive?", "Is this movie review negative?"

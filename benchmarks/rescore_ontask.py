@@ -7,8 +7,10 @@ measure as new ones, without training again.
 
 Each argument is a folder of run directories (or one run directory). Every evaluation's samples file
 (samples/eval_<step>.jsonl: the held-out prompts' continuations) is scored by zyn_ppo.script.probe_check
-on the continuation alone; a run that logged ontask_review itself is shown as logged. One table per folder
-(plots.results_table: first -> last evaluation per seed, the seeds' mean and the evaluation noise).
+on the continuation alone, and the scores go to the run's rescored.jsonl (runio.RESCORED; the run's own
+files are never touched; steps that the run scored itself are left out), which plots.results_table and
+plots.plot_curves merge into the run's metrics. One table per folder (first -> last evaluation per seed,
+the seeds' mean and the evaluation noise).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from plots.results_table import table
 from zyn_ppo import runio
 
 METRICS = ["metrics/prob_positive", "metrics/ontask_film", "metrics/ontask_review"]
+COMMAND = "python -m benchmarks.rescore_ontask"
 
 
 def run_dirs(folder: Path) -> list[Path]:
@@ -28,17 +31,21 @@ def run_dirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if (d / "metrics.jsonl").exists())
 
 
-def rescore(run_dir: Path, check) -> dict[int, dict[str, float]]:
-    """step -> {"metrics/ontask_review": mean probe score of that evaluation's continuations}."""
+def rescore(run_dir: Path, check, by: str = COMMAND) -> list[dict]:
+    """Score each evaluation's continuations that the run did not score itself; write the lines
+    {"step", "metrics/ontask_review" (the mean of the evaluation's samples), "by"} to the run's runio.RESCORED
+    file and return them."""
     logged = {r["step"] for r in runio.read_metrics(run_dir / "metrics.jsonl") if "metrics/ontask_review" in r}
-    out = {}
-    for path in sorted((run_dir / "samples").glob("eval_*.jsonl")):
+    out = []
+    for path in sorted((run_dir / "samples").glob("eval_*.jsonl"), key=lambda p: int(p.stem.split("_")[1])):
         step = int(path.stem.split("_")[1])
         if step in logged:
             continue
         rows = runio.read_jsonl(path)
         scores = check([r["prompt"] + r["output"] for r in rows], outputs=[r["output"] for r in rows])["ontask_review"]
-        out[step] = {"metrics/ontask_review": sum(scores) / max(len(scores), 1)}
+        out.append({"step": step, "metrics/ontask_review": sum(scores) / max(len(scores), 1), "by": by})
+    if out:
+        runio.write_jsonl_atomic(run_dir / runio.RESCORED, out)
     return out
 
 
@@ -51,15 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--until-step", type=int, default=None, help="as in plots.results_table")
     parser.add_argument("--output", default="-", help="append the tables to this markdown file (- prints only)")
     args = parser.parse_args(argv)
-    check = probe_check()
-    parts = []
+    for folder in args.folders:
+        if not folder.is_dir() or not run_dirs(folder):
+            raise SystemExit(f"error: no run directory (with metrics.jsonl) in {folder}")
+    check, parts = probe_check(), []
     for folder in args.folders:
         dirs = run_dirs(folder)
-        if not dirs:
-            raise SystemExit(f"error: no run directory (with metrics.jsonl) in {folder}")
-        extra = {d: rescore(d, check) for d in dirs}
-        parts.append(f"### {folder}\n\n" + table(dirs, args.metrics, args.until_step, extra))
-    command = "python -m benchmarks.rescore_ontask " + " ".join(str(f) for f in args.folders)
+        for d in dirs:
+            rescore(d, check)
+        parts.append(f"### {folder}\n\n" + table(dirs, args.metrics, args.until_step))
+    command = COMMAND + " " + " ".join(str(f) for f in args.folders)
     report = f"Command: `{command}`\n\n" + "\n\n".join(parts) + "\n"
     print(report)
     if args.output != "-":

@@ -35,6 +35,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python plots/plot_curves.py
+from zyn_ppo.runio import RESCORED  # noqa: E402
+
 # Reported in the original README for the sentiment run (ppo_flan_sentiments.py): evaluation #0 and #7.
 PAPER_POINTS = {"reward/mean": (0.0588, 3.95), "prob_positive": (0.506, 0.895)}
 PAPER_EVALS = (0, 7)
@@ -165,7 +168,12 @@ def read_path(path: str | Path) -> list[Run]:
     if p.is_dir():
         for fname in ("metrics.jsonl", "metrics.csv"):
             if (p / fname).is_file():
-                return read_path(p / fname)
+                runs = read_path(p / fname)
+                if (p / RESCORED).is_file():  # metrics scored afterwards from the run's samples
+                    for step, row in read_jsonl(p / RESCORED)[0].rows.items():
+                        runs[0].rows.setdefault(step, {}).update(
+                            {k: v for k, v in row.items() if k not in runs[0].rows.get(step, {})})
+                return runs
         raise PlotError(f"{p}: a directory without metrics.jsonl (or metrics.csv)")
     if p.suffix == ".jsonl":
         runs = read_jsonl(p)

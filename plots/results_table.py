@@ -18,12 +18,12 @@ from pathlib import Path
 from zyn_ppo import runio
 
 
-def first_last(run_dir: Path, metrics: list[str], until_step: int | None = None,
-               extra: dict[int, dict[str, float]] | None = None) -> dict[str, tuple[float, float, int, int]]:
+def first_last(run_dir: Path, metrics: list[str], until_step: int | None = None) -> dict[str, tuple[float, float, int, int]]:
     """metric -> (first, last, first step, last step) over the evaluations of a run (those at or before
-    until_step, when given: two trainers compared at equal judge calls). extra: step -> metrics computed
-    afterwards from the run's samples (benchmarks/rescore_ontask.py), merged into its evaluations."""
-    evals = [{**r, **(extra or {}).get(r["step"], {})} for r in runio.read_metrics(run_dir / "metrics.jsonl")
+    until_step, when given: two trainers compared at equal judge calls); metrics scored afterwards from the
+    run's samples (runio.RESCORED) are merged into the evaluations of their step."""
+    rescored = {r["step"]: r for r in runio.read_jsonl(run_dir / runio.RESCORED)}
+    evals = [{**rescored.get(r["step"], {}), **r} for r in runio.read_metrics(run_dir / "metrics.jsonl")
              if "reward/mean" in r and (until_step is None or r["step"] <= until_step)]
     out = {}
     for m in metrics:
@@ -40,11 +40,10 @@ def label(run_dir: Path) -> tuple[str, bool]:
     return (f"{seed} (oracle: trained on the external check)" if oracle else str(seed)), oracle
 
 
-def table(run_dirs: list[Path], metrics: list[str], until_step: int | None = None,
-          extra: dict[Path, dict[int, dict[str, float]]] | None = None) -> str:
-    rows, sums, extra = [], {m: [] for m in metrics}, extra or {}
+def table(run_dirs: list[Path], metrics: list[str], until_step: int | None = None) -> str:
+    rows, sums = [], {m: [] for m in metrics}
     for run_dir in run_dirs:
-        values = first_last(run_dir, metrics, until_step, extra.get(run_dir))
+        values = first_last(run_dir, metrics, until_step)
         name, oracle = label(run_dir)
         cells = []
         for m in metrics:
@@ -56,7 +55,7 @@ def table(run_dirs: list[Path], metrics: list[str], until_step: int | None = Non
             else:
                 cells.append("—")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    steps = {v[3] for d in run_dirs for v in first_last(d, metrics[:1], until_step, extra.get(d)).values()}
+    steps = {v[3] for d in run_dirs for v in first_last(d, metrics[:1], until_step).values()}
     head = ["| seed | " + " | ".join(f"`{m}` first → last" for m in metrics) + " |",
             "|---|" + "---|" * len(metrics)]
     mean = []

@@ -73,22 +73,29 @@ def test_film_checks_log_the_word_list_and_the_probe(monkeypatch):
     assert out["ontask_review"] == pytest.approx([1 / (1 + math.exp(-bias))] * 2)
 
 
-def test_rescore_adds_the_probe_to_runs_that_did_not_log_it(tmp_path):
+def test_rescore_writes_the_probe_beside_runs_that_did_not_log_it(tmp_path):
     from benchmarks.rescore_ontask import rescore, run_dirs
+    from plots import plot_curves
     from plots.results_table import table
+    from zyn_ppo import runio
 
     run = tmp_path / "run1"
     (run / "samples").mkdir(parents=True)
     rows = [{"step": 0, "reward/mean": 0.0, "metrics/ontask_film": 0.5},
-            {"step": 16, "reward/mean": 1.0, "metrics/ontask_film": 0.0}]
+            {"step": 16, "reward/mean": 1.0, "metrics/ontask_film": 0.0},
+            {"step": 32, "reward/mean": 1.0, "metrics/ontask_film": 0.0, "metrics/ontask_review": 0.25}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics_before = (run / "metrics.jsonl").read_bytes()
     (run / "run.json").write_text(json.dumps({"config": {"train": {"seed": 7}}, "run": {"reward": "judge"}}))
-    for step, outputs in ((0, [" a film", " the movie"]), (16, [" our team", " our team won"])):
+    for step, outputs in ((0, [" a film", " the movie"]), (16, [" our team", " a film, our team"]), (32, [" x"])):
         (run / "samples" / f"eval_{step}.jsonl").write_text(
             "".join(json.dumps({"prompt": "P", "output": o}) + "\n" for o in outputs))
     check = lambda samples, outputs=None: {"ontask_review": [float("film" in o or "movie" in o) for o in outputs]}  # noqa: E731
-    extra = rescore(run, check)
-    assert extra == {0: {"metrics/ontask_review": 1.0}, 16: {"metrics/ontask_review": 0.0}}
+    lines = rescore(run, check, by="test")
+    assert [(r["step"], r["metrics/ontask_review"]) for r in lines] == [(0, 1.0), (16, 0.5)]  # 32: logged by the run
+    assert runio.read_jsonl(run / runio.RESCORED) == lines and (run / "metrics.jsonl").read_bytes() == metrics_before
     assert run_dirs(tmp_path) == [run] and run_dirs(run) == [run]
-    text = table([run], ["metrics/ontask_film", "metrics/ontask_review"], extra={run: extra})
-    assert "| 7 | 0.5 → 0.0 | 1.0 → 0.0 |" in text
+    text = table([run], ["metrics/ontask_film", "metrics/ontask_review"])
+    assert "| 7 | 0.5 → 0.0 | 1.0 → 0.25 |" in text  # the rescored first, the run's own last
+    (curve,) = plot_curves.read_path(run)
+    assert curve.series("metrics/ontask_review")[1].tolist() == [1.0, 0.5, 0.25]

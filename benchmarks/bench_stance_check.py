@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "data" / "gun_stance_check.csv"
 
@@ -53,10 +55,7 @@ def main() -> None:
         "in favour of X.\" and \"in favour of X\": AUROC 0.65-0.67 on all 40), so the numbers are optimistic.", "",
         "| texts | AUROC [95% CI] | mean score (in favour) | mean score (against) |", "|---|---|---:|---:|",
         *rows, ""])
-    print(report)
-    if args.output != "-":
-        with open(args.output, "a") as f:
-            f.write("\n" + report + "\n")
+    publish(report, args.output)
 
 
 if __name__ == "__main__":

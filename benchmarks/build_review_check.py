@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from benchmarks.corpora import (
     seinfeld_lines,
 )
 from benchmarks.report import publish
+from zyn_models import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "data" / "review_check.json"
@@ -77,8 +77,8 @@ def main() -> None:
     from zyn_ppo.script import EMBEDDER, embedder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join(os.environ.get("ZYN_CACHE", os.path.expanduser(
-        "~/.cache/zyn")), "data"), help="where the pip/npm packages with the corpora are kept")
+    parser.add_argument("--data-dir", default=str(cache_root() / "data"),
+                        help="where the pip/npm packages with the corpora are kept")
     parser.add_argument("--per-source", type=int, default=1500, help="windows per source (train + test)")
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--seed", type=int, default=0)
@@ -107,13 +107,13 @@ def main() -> None:
         cut = len(texts) // 2 if seen else 0  # seen sources: half to fit, half held out; unseen: all held out
         train_x.append(vectors[name][:cut])
         train_y += [label] * cut
-        test[name] = (vectors[name][cut:], label, [texts[i] for i in range(cut, len(texts))])
+        test[name] = vectors[name][cut:]
     probe = LogisticRegression(C=args.c, max_iter=2000).fit(np.concatenate(train_x), np.array(train_y))
     score = lambda x: probe.predict_proba(x)[:, 1]  # noqa: E731
 
     def auroc(names_pos, names_neg):
-        pos = np.concatenate([score(test[k][0]) for k in names_pos])
-        neg = np.concatenate([score(test[k][0]) for k in names_neg])
+        pos = np.concatenate([score(test[k]) for k in names_pos])
+        neg = np.concatenate([score(test[k]) for k in names_neg])
         return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])), len(pos), len(neg)
 
     seen_pos = [k for k, v in sources.items() if v[2] and v[1] == 1]
@@ -125,7 +125,7 @@ def main() -> None:
         "unseen sources (RT snippets + consensus vs Seinfeld)": auroc(unseen_pos, unseen_neg),
         "unseen films vs seen non-film (RT vs drugs, Brown, insults)": auroc(unseen_pos, seen_neg),
     }
-    means = {name: float(score(test[name][0]).mean()) for name in sources}
+    means = {name: float(score(test[name]).mean()) for name in sources}
 
     PROBE.write_text(json.dumps({
         "what": "P(the text is a movie review): logistic regression on unit-length mean-pooled sentence embeddings",
@@ -140,7 +140,7 @@ def main() -> None:
 
     rows = [f"| {name} | {a:.3f} | {p} | {q} |" for name, (a, p, q) in measured.items()]
     mean_rows = [f"| {name} | {'film' if label else 'not film'} | {len(texts) // 2 if seen else 0} | "
-                 f"{len(test[name][2])} | {means[name]:.3f} |" for name, (texts, label, seen) in sources.items()]
+                 f"{len(test[name])} | {means[name]:.3f} |" for name, (texts, label, seen) in sources.items()]
     report = "\n".join([
         "## ontask_review: is it still a movie review?", "",
         f"Command: `python -m benchmarks.build_review_check` ({time.time() - started:.0f} s; writes "

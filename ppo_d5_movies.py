@@ -4,8 +4,11 @@ The judge (the D5 validator in the paper: a Flan-T5 fine-tuned to tell whether a
 PROPERTY) reads prompt + continuation with the PROPERTY "This review is about a funny sci-fi"; the reward
 is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logged at each evaluation: reward/mean,
 metrics/prob_positive (P(Yes), the original's name), metrics/prob_<property> and, as checks from outside
-the judge, metrics/external_scifi_words and metrics/external_funny_words (share of samples with such words),
-external_d5_words (their mean; what --reward external trains on), metrics/ontask_film (a film word) and
+the judge, metrics/external_scifi_probe and metrics/external_comedy_probe (P(a sci-fi film's review), P(a
+comedy's review): linear probes on another model's sentence embeddings, fitted on Rotten Tomatoes critics'
+consensus texts; benchmarks/results_probes.md), external_d5_probe (their mean), metrics/external_scifi_words
+and metrics/external_funny_words (share of samples with such words), external_d5_words (their mean; what
+--reward external trains on unless --oracle names another), metrics/ontask_film (a film word) and
 metrics/ontask_review (P(movie review) of a probe fitted on real text).
 
 The cpu preset asks gemma-3-270m the property's two halves the ways that measured best on real texts
@@ -62,14 +65,18 @@ def make_reward(args: Args) -> script.Judge:
 
 
 def external_check(args: Args):
-    """Checks from outside the judge: does the sample use sci-fi words, humour words (external_d5_words: the
-    mean of both, what --reward external trains on), and does the continuation still talk about a film."""
+    """Checks from outside the judge: does the continuation read like a sci-fi film's and a comedy's review
+    (external_d5_probe: the mean of both probes), does the sample use sci-fi words, humour words
+    (external_d5_words: the mean of both), and does the continuation still talk about a film."""
     words = script.keyword_check({"external_scifi_words": SCIFI, "external_funny_words": FUNNY},
                                  mean="external_d5_words", text="samples")
+    genres = [script.probe_check(script.PROBES[name], name) for name in ("external_scifi_probe", "external_comedy_probe")]
     film = presets.film_checks()
 
     def checks(samples: list[str], **kwargs) -> dict[str, list[float]]:
-        return {**words(samples, **kwargs), **film(samples, **kwargs)}
+        scifi, comedy = (probe(samples, **kwargs) for probe in genres)
+        both = [(a + b) / 2 for a, b in zip(scifi["external_scifi_probe"], comedy["external_comedy_probe"])]
+        return {**scifi, **comedy, "external_d5_probe": both, **words(samples, **kwargs), **film(samples, **kwargs)}
 
     return checks
 

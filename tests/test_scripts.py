@@ -183,6 +183,33 @@ def test_reward_external_trains_on_the_external_check_and_logs_the_judge(models,
     assert refused.returncode == 2 and "names no external check to train on" in refused.stderr, refused.stderr
 
 
+@pytest.mark.slow
+def test_oracle_names_another_external_check_in_its_own_run_directory(models, tmp_path):
+    """--oracle trains on another logged check; it is recorded and gets its own run directory; misuse is one line."""
+    def run_dir(*extra):
+        proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--seed", "3", *extra, "--print-config")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split("run directory: ")[1].split()[0]
+
+    preset, film = run_dir("--reward", "external"), run_dir("--reward", "external", "--oracle", "ontask_film")
+    assert preset == run_dir("--reward", "external", "--oracle", "external_vader")  # the preset's own: the same run
+    assert film != preset and film != run_dir()
+    refused = run("ppo_flan_sentiments.py", "--preset", "cpu", "--oracle", "ontask_film", "--print-config")
+    assert refused.returncode == 2 and "--oracle ontask_film: it names what --reward external trains on" in refused.stderr
+    out = tmp_path / "film"
+    proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--judge", models["llama"], "--policy", models["gpt2"],
+               "--reward", "external", "--oracle", "ontask_film", "--total-steps", "1", "--logging-dir", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["run"]["oracle"] == "ontask_film"
+    for row in map(json.loads, (out / "samples" / "eval_0.jsonl").read_text().splitlines()):
+        assert row["reward"] == pytest.approx((row["metrics"]["ontask_film"] - 0.5) * 10)
+    proc = run("ppo_flan_sentiments.py", "--preset", "cpu", "--judge", models["llama"], "--policy", models["gpt2"],
+               "--reward", "external", "--oracle", "no_such_check", "--total-steps", "1",
+               "--logging-dir", str(tmp_path / "bad"), *TINY)
+    assert proc.returncode == 2 and "give external_vader, ontask_film, ontask_review, not no_such_check" in proc.stderr, \
+        proc.stderr[-2000:]
+
+
 def test_prompt_relevance_check_matches_a_plain_reference():
     from zyn_ppo import script
 

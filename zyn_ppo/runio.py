@@ -41,7 +41,7 @@ import torch
 from .config import UserError
 
 RUN_RECORD = "run.json"
-# metrics computed after a run from its saved samples (benchmarks/rescore_ontask.py), one line per evaluation
+# metrics computed after a run from its saved samples (benchmarks/rescore_checks.py), one line per evaluation
 # step; the tables and figures merge them into the run's own metrics. Never written by a run.
 RESCORED = "rescored.jsonl"
 # settings that may change when a run continues: they do not change what the finished run means

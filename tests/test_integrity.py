@@ -239,6 +239,23 @@ def test_checkpoint_verification_names_the_file(tmp_path):
         assert runio.good_checkpoint(tmp_path) == root / "step_2"
 
 
+def test_newest_checkpoint_skips_each_incomplete_one_with_a_line_naming_it(tmp_path):
+    """The one walk both engines resume with (PPO's step_N, GRPO's TRL checkpoint-N): newest first, the first
+    without a problem wins, each one skipped is reported once, in one line naming the folder and the problem."""
+    newest_first = [tmp_path / name for name in ("c3", "c2", "c1")]
+    problems = {"c3": "c3 is incomplete", "c2": None, "c1": None}
+    lines = []
+    assert runio.newest_checkpoint(newest_first, lambda p: problems[p.name], report=lines.append) == tmp_path / "c2"
+    assert lines == [f"skipping checkpoint {tmp_path / 'c3'}: c3 is incomplete; falling back to the previous one"]
+    lines.clear()
+    assert runio.newest_checkpoint(newest_first, lambda p: f"{p.name} is broken", report=lines.append) is None
+    assert lines == [f"skipping checkpoint {tmp_path / n}: {n} is broken; falling back to the previous one"
+                     for n in ("c3", "c2", "c1")]
+    assert runio.newest_checkpoint([], lambda p: None) is None  # no checkpoint yet
+    with pytest.warns(UserWarning, match="c3 is incomplete"):  # a warning unless told otherwise
+        assert runio.newest_checkpoint(newest_first, lambda p: problems[p.name]) == tmp_path / "c2"
+
+
 # ------------------------------------------------------------------------ 5. config values are checked
 @pytest.mark.parametrize("updates, message", [
     ({"train.batch_size": -2}, "train.batch_size=-2: must be an integer >= 1"),

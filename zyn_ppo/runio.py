@@ -541,17 +541,25 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
+def newest_checkpoint(candidates: Iterable[Path], problem: Callable[[Path], str | None],
+                      report: Callable[[str], None] | None = None) -> Path | None:
+    """The first of `candidates` (given newest first) for which `problem(path)` is None; each one skipped
+    is reported, in one line naming it and its problem, through `report` (a warning unless told)."""
+    for path in candidates:
+        wrong = problem(path)
+        if wrong is None:
+            return path
+        (report or warnings.warn)(f"skipping checkpoint {path}: {wrong}; falling back to the previous one")
+    return None
+
+
 def good_checkpoint(run_dir: Path) -> Path | None:
     """The latest checkpoint in run_dir/checkpoints whose files are intact; broken ones are skipped with a
     warning that names the broken file."""
     root = run_dir / "checkpoints"
     candidates = [d for d in root.glob("*") if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
-    for d in sorted(candidates, key=lambda d: (_step_of(d), d.name == "final"), reverse=True):
-        problem = verify_checkpoint(d)
-        if problem is None:
-            return d
-        warnings.warn(f"skipping checkpoint {d}: {problem}; falling back to the previous one")
-    return None
+    return newest_checkpoint(sorted(candidates, key=lambda d: (_step_of(d), d.name == "final"), reverse=True),
+                             verify_checkpoint)
 
 
 # ------------------------------------------------------------------------------------------- signals

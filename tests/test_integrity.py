@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,6 +222,10 @@ def test_jsonl_files_are_written_whole_and_read_back(tmp_path):
     assert runio.read_jsonl(path) == rows and not list(tmp_path.glob(".*.tmp"))
     path.write_text(path.read_text() + "\n\n")
     assert runio.read_jsonl(path) == rows  # blank lines skipped
+    assert runio.read_jsonl(path, numbered=True) == [(1, rows[0]), (2, rows[1])]
+    path.write_text(path.read_text() + '{"bin": [2, 2],\n')  # a damaged line: one line naming file and line
+    with pytest.raises(zyn_ppo.UserError, match=rf"^{re.escape(str(path))} line 5: not valid JSON \(.+\)$"):
+        runio.read_jsonl(path)
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n{"step": 2, "a": 3}\n')
     assert [r["step"] for r in runio.keep_metrics_until(metrics, 1)] == [0, 1]

@@ -144,11 +144,22 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def read_jsonl(path: Path) -> list:
-    """The rows of a JSON-lines file that write_jsonl_atomic wrote (blank lines skipped); [] when it is missing."""
+def read_jsonl(path: Path, numbered: bool = False) -> list:
+    """The rows of a JSON-lines file (blank lines skipped); [] when it is missing. numbered: (line number, row)
+    pairs. A line that is not JSON is a UserError naming the file and the line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+            rows.append((i, row) if numbered else row)
+    return rows
 
 
 def write_text_atomic(path: Path, text: str) -> None:

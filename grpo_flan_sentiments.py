@@ -228,12 +228,12 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     a half-written one, left by a crash or a full disk while saving, is skipped with a note."""
     steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
                    if p.is_dir() and p.name.split("-")[1].isdigit()) if folder.is_dir() else []
-    for step, path in reversed(steps):
-        if (path / "trainer_state.json").is_file():
-            return str(path)
-        print(f"note: {path} is incomplete (no trainer_state.json, a crash while saving?): not resumed from",
-              file=sys.stderr)
-    return None
+    found = runio.newest_checkpoint(
+        (path for _, path in reversed(steps)),
+        lambda path: None if (path / "trainer_state.json").is_file() else
+        f"{path.name} is incomplete (no trainer_state.json, a crash while saving?)",
+        report=lambda line: print(f"note: {line}", file=sys.stderr))
+    return str(found) if found else None
 
 
 def trl_reward(reward_fn: Callable, name: str) -> Callable[..., list[float]]:

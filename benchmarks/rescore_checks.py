@@ -3,7 +3,8 @@ metrics/ontask_review, D5's genre probes metrics/external_scifi_probe and extern
 before a probe existed get the same measure as new ones, without training again.
 
     python -m benchmarks.rescore_checks results/ppo_flan_sentiments_cpu results/ppo_flan_sentiments_cpu_oracle
-    python -m benchmarks.rescore_checks results/ppo_d5_movies_cpu --probes external_scifi_probe external_comedy_probe
+    python -m benchmarks.rescore_checks results/ppo_d5_movies_cpu --probes external_scifi_probe external_comedy_probe \
+        --mean external_d5_probe                       # and their per-sample mean, as ppo_d5_movies.py logs it
     python -m benchmarks.rescore_checks results/ppo_flan_sentiments_cpu --output benchmarks/results_probes.md
 
 Each argument is a folder of run directories (or one run directory). Every evaluation's samples file
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="folders of run directories, or run directories")
     parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=["ontask_review"],
                         help="which probes score the samples")
+    parser.add_argument("--mean", default=None, help="also score metrics/<MEAN>: per sample, the mean of the probes")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="the table's columns (default: prob_positive, ontask_film and the probes' metrics)")
     parser.add_argument("--until-step", type=int, default=None, help="as in plots.results_table")
@@ -74,10 +76,14 @@ def main(argv: list[str] | None = None) -> None:
         if not folder.is_dir() or not run_dirs(folder):
             raise SystemExit(f"error: no run directory (with metrics.jsonl) in {folder}")
     probes = [probe_check(PROBES[name], name) for name in args.probes]
-    metrics = args.metrics or METRICS + [f"metrics/{name}" for name in args.probes]
+    names = args.probes + ([args.mean] if args.mean else [])
+    metrics = args.metrics or METRICS + [f"metrics/{name}" for name in names]
 
     def check(samples, outputs):
-        return {name: scores for probe in probes for name, scores in probe(samples, outputs=outputs).items()}
+        scores = {name: s for probe in probes for name, s in probe(samples, outputs=outputs).items()}
+        if args.mean:
+            scores[args.mean] = [sum(x) / len(x) for x in zip(*(scores[name] for name in args.probes))]
+        return scores
 
     parts = []
     for folder in args.folders:
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             rescore(d, check)
         parts.append(f"### {folder}\n\n" + table(dirs, metrics, args.until_step))
     command = " ".join([COMMAND, *map(str, args.folders)] + (["--probes", *args.probes]
-                                                              if args.probes != ["ontask_review"] else []))
+                                                              if args.probes != ["ontask_review"] else [])
+                       + (["--mean", args.mean] if args.mean else []))
     report = f"Command: `{command}`\n\n" + "\n\n".join(parts) + "\n"
     publish(report, args.output)
 

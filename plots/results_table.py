@@ -37,7 +37,9 @@ def label(run_dir: Path) -> tuple[str, bool]:
     record = json.loads((run_dir / runio.RUN_RECORD).read_text()) if (run_dir / runio.RUN_RECORD).exists() else {}
     seed = record.get("config", {}).get("train", {}).get("seed", "?")
     oracle = record.get("run", {}).get("reward") == "external"
-    return (f"{seed} (oracle: trained on the external check)" if oracle else str(seed)), oracle
+    named = record.get("run", {}).get("oracle")  # --oracle: another check than the preset's
+    what = f"`{named}`" if named else "the external check"
+    return (f"{seed} (oracle: trained on {what})" if oracle else str(seed)), oracle
 
 
 def table(run_dirs: list[Path], metrics: list[str], until_step: int | None = None) -> str:

@@ -212,5 +212,9 @@ def test_results_table_first_to_last_per_run_and_the_mean_without_oracles(tmp_pa
     assert "| 1 | 0.5 → 0.7 |" in text and "| 2 | 0.4 → 0.8 |" in text
     assert "| 1 (oracle: trained on the external check) | 0.5 → 0.9 |" in text
     assert "| mean of 2 seeds | **0.45 → 0.75** (+0.3) |" in text and "step 4" in text
+    record = json.loads((dirs[2] / "run.json").read_text())
+    (dirs[2] / "run.json").write_text(json.dumps({**record, "run": {"reward": "external", "oracle": "external_y"}}))
+    assert "| 1 (oracle: trained on `external_y`) | 0.5 → 0.9 |" in table(dirs, ["metrics/x"])  # --oracle named
+    (dirs[2] / "run.json").write_text(json.dumps(record))
     early = table(dirs, ["metrics/x"], until_step=3)  # only the evaluations at or before step 3
     assert "| 1 | 0.5 → 0.5 |" in early and "step 0" in early

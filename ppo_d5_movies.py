@@ -6,19 +6,20 @@ is (P(Yes) - 0.5) * 10 (Eq. 3 of arXiv 2308.06385). Logged at each evaluation: r
 metrics/prob_positive (P(Yes), the original's name), metrics/prob_<property> and, as checks from outside
 the judge, metrics/external_scifi_probe and metrics/external_comedy_probe (P(a sci-fi film's review), P(a
 comedy's review): linear probes on another model's sentence embeddings, fitted on Rotten Tomatoes critics'
-consensus texts; benchmarks/results_probes.md), external_d5_probe (their mean), metrics/external_scifi_words
-and metrics/external_funny_words (share of samples with such words), external_d5_words (their mean; what
---reward external trains on unless --oracle names another), metrics/ontask_film (a film word) and
+consensus texts; benchmarks/results_probes.md), external_d5_probe (their mean; what --reward external trains
+on unless --oracle names another), metrics/external_scifi_words and metrics/external_funny_words (share of
+samples with such words), external_d5_words (their mean), metrics/ontask_film (a film word) and
 metrics/ontask_review (P(movie review) of a probe fitted on real text).
 
 The cpu preset asks gemma-3-270m the property's two halves the ways that measured best on real texts
 (Rotten Tomatoes critics' consensus, IMDb genres; benchmarks/results_tune.md): "Text: <text>\nGenre:"
 answered "science" vs "drama" (sci-fi films vs the rest, AUROC 0.88 held out; the Yes/No questions were
-weaker) and "Tone:" answered "funny" vs "serious" (comedies vs the rest, 0.79); the reward is Eq. (4) over
-both, (p - 0.5) * 10. There metrics/prob_positive and prob_<property> are the sci-fi half,
-metrics/prob_is_this_movie_funny the funny half and metrics/prob_ensemble p, the property.
+weaker) and answered "comedy" vs "drama" (comedies vs the rest, 0.84; "Tone:" funny/serious 0.79); the reward
+is Eq. (4) over both, (p - 0.5) * 10, the comedy half at weight 2 (at weight 1 only the sci-fi probe rose in
+training; docs/results.md). There metrics/prob_positive and prob_<property> are the sci-fi half,
+metrics/prob_is_this_movie_a_comedy the comedy half and metrics/prob_ensemble p, the property.
 
-    python ppo_d5_movies.py --preset cpu                 # offline, ~6 min on 2 CPU cores
+    python ppo_d5_movies.py --preset cpu                 # offline, ~8 min on 2 CPU cores
     python ppo_d5_movies.py --preset cpu --print-config  # what it would load, then exit
     python ppo_d5_movies.py                              # the paper: hub models, IMDB, a GPU
     accelerate launch ppo_d5_movies.py                   # the paper on several GPUs
@@ -40,11 +41,11 @@ PRESETS = {
                            external="keywords", hub=["imdb", "google/flan-t5-large"],
                            asking=JudgeSpec(PROPERTY, template="d5_validator")),
     # a laptop: gemma-3-270m asked the property's two halves the ways that measured best on real critics' texts
-    # (benchmarks/results_tune.md: sci-fi vs other films AUROC 0.88, comedy vs the rest 0.79, held out), the
-    # reward Eq. (4) over both: P("science" after "Genre:") and P("funny" after "Tone:")
+    # (benchmarks/results_tune.md: sci-fi vs other films AUROC 0.88, comedies vs the rest 0.84, held out), the
+    # reward Eq. (4) over both: P("science" after "Genre:") and, at weight 2, P("comedy" after "Genre:")
     "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
-                         prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_words",
-                         asking=presets.scifi_genre(asks=PROPERTY), guards=[presets.funny_tone()]),
+                         prompts="data/movie_review_openers.txt", external="keywords", oracle="external_d5_probe",
+                         asking=presets.scifi_genre(asks=PROPERTY), guards=[presets.comedy_genre(weight=2.0)]),
 }
 D5_TOKENIZER = "google/flan-t5-large"  # the D5 validator ships without its own tokenizer files
 SCIFI = re.compile(r"(?i)sci-?fi|science fiction|space|alien|robot|planet|galax|future|time travel")

@@ -27,7 +27,7 @@ TINY = ["--overrides", "method.num_rollouts=4", "method.chunk_size=4", "train.ba
 SCRIPTS = {  # script: (judge, policy, metrics logged at each evaluation)
     "ppo_flan_sentiments.py": ("llama", "gpt2", ["prob_positive", "prob_is_this_movie_review_positive",
                                                  "external_vader", "ontask_film"]),
-    "ppo_d5_movies.py": ("t5", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
+    "ppo_d5_movies.py": ("t5_genre", "gpt2", ["prob_positive", "prob_this_review_is_about_a_funny_sci_fi",
                                         "external_scifi_words", "external_funny_words", "external_d5_words",
                                         "ontask_film"]),
     "ppo_flan_sentiments_robust.py": (
@@ -81,7 +81,9 @@ PAPER = {
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tokenizer, tiny_llama_dir, tiny_gpt2_dir, tiny_t5_dir):
     neox = tiny_models.save_tiny(tiny_models.tiny_neox(tokenizer), tokenizer, tmp_path_factory.mktemp("neox"))
-    return {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "t5": tiny_t5_dir, "neox": neox}
+    genre = tiny_models.make_tokenizer(extra=("comedy",))  # the D5 preset's answer word "comedy" as one token
+    t5_genre = tiny_models.save_tiny(tiny_models.tiny_t5(genre), genre, tmp_path_factory.mktemp("t5_genre"))
+    return {"llama": tiny_llama_dir, "gpt2": tiny_gpt2_dir, "t5": tiny_t5_dir, "neox": neox, "t5_genre": t5_genre}
 
 
 @pytest.mark.slow

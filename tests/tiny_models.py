@@ -52,7 +52,9 @@ _CORPUS = [
 ]
 
 
-def make_tokenizer(chat_template: bool = True, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+def make_tokenizer(chat_template: bool = True, vocab_size: int = 1000, extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the tiny corpus; `extra`: more training text (new words become tokens
+    and shift the ids of others, so only a model built for them should use it)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -62,7 +64,7 @@ def make_tokenizer(chat_template: bool = True, vocab_size: int = 1000) -> PreTra
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator((_CORPUS + list(extra)) * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>"
     )

@@ -49,6 +49,14 @@ def funny_tone(asks: str = "Is this movie funny?") -> JudgeSpec:
                      model="gemma-3-270m")
 
 
+def comedy_genre(asks: str = "Is this movie a comedy?", weight: float = 1.0) -> JudgeSpec:
+    """gemma-3-270m completing "Text: <text>\nGenre:" with "comedy" against "drama" (calibrated): comedies from the
+    rest at held-out AUROC 0.84 on Rotten Tomatoes consensus texts, above "Tone:" funny/serious's 0.79
+    (benchmarks/results_tune.md). `weight`: its share in Eq. (4) beside the other rewarded questions."""
+    return JudgeSpec("Genre:", template="Text: {text}\n{question}", answers=("comedy", "drama"), calibrate=True,
+                     asks=asks, model="gemma-3-270m", weight=weight)
+
+
 def film_checks():
     """On task for the movie-review experiments: the continuation uses a film word (ontask_film, a word list)
     and reads as a movie review (ontask_review, P(movie review) of a probe fitted on real text)."""

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     if not out.exists():
         out.write_text("# Choosing how to ask: `python -m zyn_reward tune` on real labelled text\n\n")
     with open(out, "a") as f:
-        f.write(report + "\n")
+        f.write(("" if out.read_text().endswith("\n\n") else "\n") + report + "\n")  # a blank line before
     print(f"appended to {args.output} ({seconds:.0f} s)")
 
 

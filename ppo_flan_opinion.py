@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zyn_ppo import script
-from zyn_reward import JudgeSpec
+from zyn_reward import JudgeSpec, UserError
 
 QUESTION = "Is this text in favour of stricter gun control?"  # the default --question with --stance filled in
 PRESETS = {
@@ -83,6 +83,9 @@ class Args(script.ScriptArgs):
     """rewarded yes/no question about prompt + continuation, target Yes; logged as metrics/prob_positive"""
     heldout_question: str = "Does the author of this text argue {stance}?"
     """differently worded question, never rewarded, only logged"""
+    judge_spec: str | None = None
+    """a JSON file from `python -m zyn_reward tune --out FILE`: how the default question is asked instead of the
+    preset's measured way (its judge must be --judge's; another --stance/--question is still asked the paper's way)"""
 
 
 def load_prompts(args: Args) -> tuple[list[str], list[str]]:
@@ -98,6 +101,11 @@ def make_reward(args: Args) -> script.Judge:
     paper's way (paper_way); the held-out one always the paper's way."""
     fill = lambda text: text.replace("{stance}", args.stance).replace("{topic}", args.topic)  # noqa: E731
     question, measured = fill(args.question), PRESETS[args.preset].asking
+    if args.judge_spec:
+        measured = JudgeSpec.from_file(args.judge_spec)
+        if measured.model and measured.model != args.judge:
+            raise UserError(f"--judge-spec {args.judge_spec} was measured on {measured.model}, the judge is "
+                            f"{args.judge}: add --judge {measured.model}")
     paper = paper_way(question)
     asking = measured.check() if script.asks_the_measured_way(args.preset, measured, question,
                                                                 paper=paper.describe()) else paper

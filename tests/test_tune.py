@@ -52,18 +52,15 @@ def test_judge_spec_file_round_trip_and_errors(tmp_path):
         JudgeSpec.from_file(str(path))
 
 
-def test_the_committed_guard_specs_of_d5_ask_what_the_presets_ask(monkeypatch):
+def test_the_committed_guard_specs_of_d5_ask_what_the_presets_ask():
     """configs/d5_comedy_genre*.json (the --guard-spec of committed runs) are presets.comedy_genre: the runs with
     the weight-2 file are the cpu preset's runs, the same run directory, as long as both agree."""
+    import ppo_d5_movies as d5
     from zyn_ppo import presets
     assert JudgeSpec.from_file(str(ROOT / "configs" / "d5_comedy_genre.json")) == presets.comedy_genre()
-    assert JudgeSpec.from_file(str(ROOT / "configs" / "d5_comedy_genre_x2.json")) == presets.comedy_genre(weight=2.0)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ppo_d5_movies", ROOT / "ppo_d5_movies.py")
-    d5 = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "ppo_d5_movies", d5)  # its dataclasses look their module up
-    spec.loader.exec_module(d5)
-    assert d5.PRESETS["cpu"].guards == [JudgeSpec.from_file(str(ROOT / "configs" / "d5_comedy_genre_x2.json"))]
+    weight_2 = JudgeSpec.from_file(str(ROOT / "configs" / "d5_comedy_genre_x2.json"))
+    assert weight_2 == presets.comedy_genre(weight=2.0)
+    assert d5.PRESETS["cpu"].guards == [weight_2]
 
 
 # ------------------------------------------------------------------------------------------- templates
